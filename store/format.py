@@ -1,0 +1,206 @@
+"""The store's layout: array names, chunking rules and the typed form of the group attributes.
+
+docs/store-format.md is the prose version of this module; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from store.errors import CorruptStoreError, StoreError
+
+FORMAT_NAME = "lm-activation-store"
+FORMAT_VERSION = 1
+
+ACTIVATIONS = "activations"
+TOKENS = "tokens"
+CONTEXT_IDS = "context_ids"
+POSITIONS = "positions"
+CHUNK_MEAN = "stats/chunk_mean"
+CHUNK_M2 = "stats/chunk_m2"
+MEAN = "stats/mean"
+VAR = "stats/var"
+# Writer bookkeeping (locks, per-shard progress) lives here while a harvest runs; finalize removes it.
+WORK_DIR = "_harvest"
+
+STORAGE_DTYPES = {"bfloat16": "uint16", "float16": "float16"}
+"""Logical activation dtype -> zarr dtype. Zarr 3 has no bfloat16, so bf16 is stored as its raw uint16 bits."""
+
+TARGET_CHUNK_BYTES = 24 * 2**20
+"""Activation chunks aim at 16-32 MiB: large enough for full-speed sequential reads from disk and one cheap
+request per chunk from object storage, small enough that a shuffle buffer of a few chunks stays in RAM."""
+
+
+def default_chunk_rows(d_model: int, itemsize: int = 2) -> int:
+    """The power-of-two row count whose chunk is closest to TARGET_CHUNK_BYTES (at least 1024 rows)."""
+    rows = 1024
+    while rows * 2 * d_model * itemsize <= TARGET_CHUNK_BYTES * 1.4:
+        rows *= 2
+    return rows
+
+
+def n_chunks(n_rows: int, chunk_rows: int) -> int:
+    return -(-n_rows // chunk_rows)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The language model the activations come from."""
+
+    name: str
+    """Hub id or local path as given by the user."""
+    revision: str | None
+    """Hub commit hash when loaded from the hub, else None."""
+    architecture: str
+    """Transformers class name, e.g. ``Gemma2ForCausalLM``."""
+    n_layers: int
+    d_model: int
+    vocab_size: int
+    fingerprint: str
+    """sha256 over a slice of the token embedding: tells two models apart even when their names agree."""
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    name: str
+    bos_token_id: int
+    eos_token_id: int
+    pad_token_id: int | None
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    """Hub id, or the builder (``json``/``text``/``parquet``) for local files."""
+    config: str | None
+    split: str
+    text_field: str
+    data_files: list[str] | None = None
+    """Local files, when the data set is local."""
+
+
+@dataclass(frozen=True)
+class ContextInfo:
+    """How token streams became fixed-length contexts, and which positions became rows."""
+
+    length: int
+    """Tokens per context, BOS included."""
+    include_bos: bool
+    """Whether the BOS position of every context is stored as a row."""
+    separator: str = "eos"
+    """Documents are concatenated with this token between them; every context starts with BOS."""
+
+    @property
+    def rows_per_context(self) -> int:
+        return self.length if self.include_bos else self.length - 1
+
+    @property
+    def first_position(self) -> int:
+        return 0 if self.include_bos else 1
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """The group attributes of a store: what it holds and how it was made."""
+
+    model: ModelInfo
+    tokenizer: TokenizerInfo
+    dataset: DatasetInfo
+    context: ContextInfo
+    layer: int
+    """Decoder layer (0-based) whose output is stored; = ``hidden_states[layer + 1]`` of the HF model."""
+    hook_point: str
+    """The module whose output was captured, e.g. ``model.layers.19``."""
+    d_model: int
+    dtype: str
+    """Logical dtype of the activations: ``bfloat16`` (stored as uint16 bits) or ``float16``."""
+    compute_dtype: str
+    """Dtype the LM ran in (``bfloat16`` on CUDA, ``float32`` on CPU)."""
+    n_rows: int
+    """Rows (token positions) the store holds once complete."""
+    tokens_requested: int
+    chunk_rows: int
+    num_shards: int = 1
+    harvest_config: dict[str, Any] = field(default_factory=dict)
+    """The full harvest configuration, for provenance."""
+    complete: bool = False
+    harvest_seconds: float = 0.0
+    """Wall-clock seconds the harvest took (the slowest shard's, summed over resumed runs)."""
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    created_at: str = ""
+    software: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORAGE_DTYPES:
+            raise StoreError(f"unsupported activation dtype {self.dtype!r}: use one of {sorted(STORAGE_DTYPES)}")
+        if self.d_model != self.model.d_model:
+            raise StoreError(f"d_model {self.d_model} disagrees with the model's hidden size {self.model.d_model}")
+        if not 0 <= self.layer < self.model.n_layers:
+            raise StoreError(f"layer {self.layer} is outside the model's 0..{self.model.n_layers - 1}")
+        if self.chunk_rows <= 0 or self.n_rows < 0:
+            raise StoreError("chunk_rows must be positive and n_rows non-negative")
+
+    @property
+    def storage_dtype(self) -> str:
+        return STORAGE_DTYPES[self.dtype]
+
+    @property
+    def n_chunks(self) -> int:
+        return n_chunks(self.n_rows, self.chunk_rows)
+
+    @property
+    def n_contexts(self) -> int:
+        return -(-self.n_rows // self.context.rows_per_context)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide a store's content; two harvests agreeing on them write the same rows."""
+        return {
+            "model": self.model.name,
+            "model revision": self.model.revision,
+            "model weights (fingerprint)": self.model.fingerprint,
+            "layer": self.layer,
+            "dataset": dataclasses.asdict(self.dataset),
+            "tokenizer": self.tokenizer.name,
+            "context length": self.context.length,
+            "include BOS": self.context.include_bos,
+            "dtype": self.dtype,
+            "tokens": self.tokens_requested,
+            "chunk rows": self.chunk_rows,
+        }
+
+    def first_mismatch(self, other: StoreMeta) -> tuple[str, Any, Any] | None:
+        """(field, ours, theirs) for the first identity field that differs, else None."""
+        mine, theirs = self.identity(), other.identity()
+        for key, value in mine.items():
+            if theirs[key] != value:
+                return key, value, theirs[key]
+        return None
+
+    def to_attrs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any], where: str = "store") -> StoreMeta:
+        if attrs.get("format") != FORMAT_NAME:
+            raise CorruptStoreError(
+                f"{where} is a Zarr group but not an activation store (attribute format={attrs.get('format')!r})"
+            )
+        version = attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"{where} has store format version {version}; this tool reads version {FORMAT_VERSION}: "
+                "use the matching release of this tool or re-harvest"
+            )
+        try:
+            values = dict(attrs)
+            values["model"] = ModelInfo(**attrs["model"])
+            values["tokenizer"] = TokenizerInfo(**attrs["tokenizer"])
+            values["dataset"] = DatasetInfo(**attrs["dataset"])
+            values["context"] = ContextInfo(**attrs["context"])
+            return cls(**values)
+        except (KeyError, TypeError) as exc:
+            raise CorruptStoreError(f"{where} has malformed attributes ({exc}): re-harvest it") from exc

@@ -1,0 +1,126 @@
+"""Where a store lives: a local path or any fsspec URL, and the few raw file operations the store needs.
+
+Zarr reads and writes the arrays; this module handles what sits beside them (lock and progress files) and the
+fast read path, which fetches whole chunk files without zarr-python's per-chunk overhead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import fsspec
+import zarr
+import zarr.storage
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A store's URL and the fsspec options needed to reach it."""
+
+    url: str
+    """Local path or fsspec URL (``s3://bucket/acts.zarr``, ``memory://x``, ``file:///data/acts.zarr``)."""
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    """Passed to fsspec (credentials, ``client_kwargs={"endpoint_url": ...}``); empty uses the environment."""
+
+    def __post_init__(self) -> None:
+        if not self.url:
+            raise ValueError("store location is empty: pass a local path or an fsspec URL")
+        object.__setattr__(self, "url", str(self.url).rstrip("/") or "/")
+
+    @cached_property
+    def _fs_and_root(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        return fs, root.rstrip("/")
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._fs_and_root[0]
+
+    @property
+    def root(self) -> str:
+        """The store's root as a path of :attr:`fs`."""
+        return self._fs_and_root[1]
+
+    @property
+    def is_local(self) -> bool:
+        protocol = self.fs.protocol
+        protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol)
+        return "file" in protocols or "local" in protocols
+
+    def path(self, key: str) -> str:
+        """The fs path of a key (``"activations/c/3/0"``) inside the store."""
+        return f"{self.root}/{key}" if key else self.root
+
+    def zarr_store(self, *, read_only: bool) -> zarr.abc.store.Store:
+        if self.is_local:
+            return zarr.storage.LocalStore(self.root, read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(
+            self.url, storage_options=self.storage_options or None, read_only=read_only
+        )
+
+    def exists(self, key: str = "") -> bool:
+        return bool(self.fs.exists(self.path(key)))
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.fs.cat_file(self.path(key))
+
+    def read_into(self, key: str, buffers: list[memoryview]) -> int:
+        """Fill ``buffers`` in turn with a file's bytes; returns the file's total size.
+
+        A size different from the buffers' total tells the caller the file is truncated or too long.
+        """
+        if self.is_local:
+            # readinto straight into the caller's arrays avoids a copy of every chunk: the fit's hot path.
+            total = 0
+            with open(self.path(key), "rb", buffering=0) as f:
+                for buf in buffers:
+                    view, filled = buf.cast("B"), 0
+                    while filled < len(view):
+                        n = f.readinto(view[filled:])
+                        if not n:
+                            return total + filled
+                        filled += n
+                    total += filled
+                return total + len(f.read(1))
+        data = memoryview(self.fs.cat_file(self.path(key)))
+        offset = 0
+        for buf in buffers:
+            view = buf.cast("B")
+            n = min(len(view), len(data) - offset)
+            view[:n] = data[offset : offset + n]
+            offset += n
+        return len(data)
+
+    def write_bytes_atomic(self, key: str, data: bytes) -> None:
+        """Write a small file so that readers see either the old or the new content, never a torn one."""
+        path = self.path(key)
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            # An object PUT replaces the object atomically.
+            self.fs.pipe_file(path, data)
+
+    def remove(self, key: str, *, recursive: bool = False) -> None:
+        path = self.path(key)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=recursive)
+
+    def listdir(self, key: str) -> list[str]:
+        """Names (not paths) of the entries under a key; empty when it does not exist."""
+        path = self.path(key)
+        if not self.fs.exists(path):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
+
+    def __str__(self) -> str:
+        return self.url
