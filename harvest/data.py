@@ -1,0 +1,187 @@
+"""Text in, fixed-length token contexts out.
+
+Documents come from a hub data set streamed with ``datasets`` (``streaming=True``: a 10M-token harvest never
+downloads the whole Pile) or from local json/jsonl/text/parquet files loaded by the same library. They are
+tokenised without special tokens and concatenated with EOS between documents; every context is BOS followed
+by the next ``length - 1`` tokens of that stream. So every context is full (no padding) except, when the data
+set runs out, the last one, and a context's rows in the store depend only on its index.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from harvest.config import HarvestConfig
+from harvest.errors import HarvestError
+from harvest.hub import hub_reachable, looks_local
+from store.format import DatasetInfo
+
+log = logging.getLogger(__name__)
+
+LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A data set to stream documents from."""
+
+    name: str
+    config: str | None
+    split: str
+    text_field: str
+    data_files: tuple[str, ...] | None = None
+    """Local files, in the order they are read; None for a hub data set."""
+
+    @property
+    def builder(self) -> str:
+        if self.data_files is None:
+            return self.name
+        return LOCAL_BUILDERS[Path(self.data_files[0]).suffix.lower()]
+
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(
+            name=self.name if self.data_files is None else self.builder,
+            config=self.config,
+            split=self.split,
+            text_field=self.text_field,
+            data_files=list(self.data_files) if self.data_files else None,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: HarvestConfig) -> DataSource:
+        if not looks_local(cfg.dataset):
+            return cls(cfg.dataset, cfg.dataset_config, cfg.split, cfg.text_field)
+        files = _local_files(cfg.dataset)
+        suffixes = {Path(f).suffix.lower() for f in files}
+        if len(suffixes) > 1:
+            raise HarvestError(f"--dataset {cfg.dataset} mixes file types {sorted(suffixes)}: use one type")
+        field = "text" if suffixes == {".txt"} else cfg.text_field
+        return cls(cfg.dataset, None, "train", field, tuple(str(Path(f).resolve()) for f in files))
+
+    def texts(self) -> Iterator[str]:
+        """Documents, in a fixed order (the same on every run, which resume relies on)."""
+        import datasets
+
+        if self.data_files is None and not hub_reachable():
+            raise HarvestError(
+                f"cannot reach the Hugging Face Hub to stream data set '{self.name}' (no network?): pass a "
+                "local .jsonl/.txt/.parquet file, folder or glob with --dataset"
+            )
+        kwargs = {"sample_by": "paragraph"} if self.builder == "text" else {}
+        try:
+            ds = datasets.load_dataset(
+                self.builder,
+                self.config,
+                data_files=list(self.data_files) if self.data_files else None,
+                split=self.split,
+                streaming=True,
+                **kwargs,
+            )
+        except datasets.exceptions.DatasetNotFoundError as exc:
+            raise HarvestError(f"no data set '{self.name}' on the Hugging Face Hub (or it is gated): {exc}") from exc
+        except (ValueError, FileNotFoundError) as exc:
+            raise HarvestError(f"cannot load data set '{self.name}' split '{self.split}': {exc}") from exc
+        except ConnectionError as exc:
+            raise HarvestError(
+                f"cannot reach the Hugging Face Hub to stream '{self.name}' ({exc}): pass a local file with --dataset"
+            ) from exc
+        for i, example in enumerate(ds):
+            if self.text_field not in example:
+                raise HarvestError(
+                    f"data set '{self.name}' has no field '{self.text_field}' (fields: {', '.join(example)}): "
+                    "pass --text-field"
+                )
+            text = example[self.text_field]
+            if not isinstance(text, str):
+                raise HarvestError(f"field '{self.text_field}' of example {i} is {type(text).__name__}, not text")
+            if self.builder == "text":
+                text = text.strip("\n")  # paragraphs of a .txt file keep the blank line that ended them
+            if text:
+                yield text
+
+
+def _local_files(spec: str) -> list[str]:
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in LOCAL_BUILDERS and p.is_file())
+    elif path.is_file():
+        files = [str(path)]
+    else:
+        files = sorted(glob.glob(str(path), recursive=True))
+    if not files:
+        raise HarvestError(f"no data files at '{spec}': give a .jsonl/.json/.txt/.parquet file, a folder or a glob")
+    unknown = [f for f in files if Path(f).suffix.lower() not in LOCAL_BUILDERS]
+    if unknown:
+        raise HarvestError(f"cannot read '{unknown[0]}': data files must be .json, .jsonl, .txt or .parquet")
+    return files
+
+
+@dataclass(frozen=True)
+class Context:
+    """One context: BOS plus ``length - 1`` tokens; ``n_real`` < length only for a padded last context."""
+
+    index: int
+    tokens: np.ndarray  # (length,) int64
+    n_real: int
+
+
+class ContextStream:
+    """Turns documents into numbered contexts, tokenising a batch of documents at a time."""
+
+    def __init__(
+        self,
+        texts: Iterable[str],
+        tokenizer,
+        length: int,
+        *,
+        bos_id: int,
+        eos_id: int,
+        pad_id: int,
+        docs_per_batch: int = 64,
+    ) -> None:
+        self.texts = texts
+        self.tokenizer = tokenizer
+        self.length = length
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.docs_per_batch = docs_per_batch
+
+    def _token_blocks(self) -> Iterator[np.ndarray]:
+        it = iter(self.texts)
+        while batch := list(islice(it, self.docs_per_batch)):
+            encoded = self.tokenizer(batch, add_special_tokens=False)["input_ids"]
+            for ids in encoded:
+                yield np.asarray([*ids, self.eos_id], dtype=np.int64)
+
+    def __iter__(self) -> Iterator[Context]:
+        body = self.length - 1
+        pending: list[np.ndarray] = []
+        n_pending = 0
+        index = 0
+        for block in self._token_blocks():
+            pending.append(block)
+            n_pending += len(block)
+            if n_pending < body:
+                continue
+            stream = np.concatenate(pending)
+            n_full = len(stream) // body
+            for k in range(n_full):
+                tokens = np.empty(self.length, dtype=np.int64)
+                tokens[0] = self.bos_id
+                tokens[1:] = stream[k * body : (k + 1) * body]
+                yield Context(index, tokens, self.length)
+                index += 1
+            rest = stream[n_full * body :]
+            pending, n_pending = ([rest], len(rest)) if len(rest) else ([], 0)
+        if n_pending:
+            stream = np.concatenate(pending)
+            tokens = np.full(self.length, self.pad_id, dtype=np.int64)
+            tokens[0] = self.bos_id
+            tokens[1 : 1 + len(stream)] = stream
+            yield Context(index, tokens, 1 + len(stream))

@@ -1,0 +1,183 @@
+"""Loading a causal LM and capturing one decoder layer's output without computing the layers after it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harvest.errors import HarvestError
+from harvest.hub import hub_reachable, looks_local
+from store.format import ModelInfo, TokenizerInfo
+
+log = logging.getLogger(__name__)
+
+_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HarvestError(f"--device {device} asked for, but this machine has no CUDA GPU: use --device cpu")
+    return dev
+
+
+def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # On CPU, bf16 matmuls ran ~250x slower than fp32 on this project's machines; on CUDA bf16 is native.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _TORCH_DTYPES[dtype]
+
+
+def _hub_kwargs(name: str) -> dict:
+    """Offline-aware loading: without a network, read only the local HF cache (fails fast, not after retries)."""
+    if looks_local(name):
+        return {}
+    return {} if hub_reachable() else {"local_files_only": True}
+
+
+def _load_error(what: str, name: str, exc: Exception) -> HarvestError:
+    if looks_local(name):
+        return HarvestError(f"cannot load the {what} from '{name}': {exc}".split("\n")[0])
+    if not hub_reachable():
+        return HarvestError(
+            f"cannot load {what} '{name}': the Hugging Face Hub is unreachable (no network?) and it is not in the "
+            "local cache: download it where there is a network and pass the folder with --model PATH"
+        )
+    return HarvestError(f"cannot load {what} '{name}' from the Hugging Face Hub: {str(exc).splitlines()[0]}")
+
+
+def load_tokenizer(name: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, revision=revision, **_hub_kwargs(name))
+    except (OSError, ValueError) as exc:
+        raise _load_error("tokenizer", name, exc) from exc
+
+
+def load_model(name: str, revision: str | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype, **_hub_kwargs(name))
+    except (OSError, ValueError) as exc:
+        raise _load_error("model", name, exc) from exc
+    return model.to(device).eval().requires_grad_(False)
+
+
+DECODER_LAYER_PATHS = ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers",
+                       "model.decoder.layers")
+
+
+def decoder_layers(model: nn.Module) -> tuple[nn.ModuleList, str]:
+    """The model's list of decoder layers and its dotted name (``model.layers`` for Gemma and Llama)."""
+    for path in DECODER_LAYER_PATHS:
+        module: nn.Module | None = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList):
+            return module, path
+    raise HarvestError(f"cannot find the decoder layers of {type(model).__name__}: this architecture is not supported")
+
+
+def check_layer(model: nn.Module, layer: int, name: str) -> None:
+    layers, _ = decoder_layers(model)
+    if not 0 <= layer < len(layers):
+        raise HarvestError(
+            f"layer {layer} is out of range: {name} has {len(layers)} decoder layers (0..{len(layers) - 1}); "
+            "pass --layer in that range"
+        )
+
+
+class _StopForward(Exception):  # noqa: N818 (control flow, not an error)
+    """Raised by the capture hook so that no layer after the captured one runs."""
+
+
+class LayerCapture:
+    """Runs a model up to and including decoder layer ``layer`` and returns that layer's output.
+
+    The output of decoder layer L is the residual stream after it, which is ``hidden_states[L + 1]`` of the
+    full model for every layer but the last (HF applies the final norm to the last entry of hidden_states).
+    A forward hook records it and raises, so the layers after L, the final norm and the LM head never run.
+    """
+
+    def __init__(self, model: nn.Module, layer: int) -> None:
+        layers, path = decoder_layers(model)
+        self.model = model
+        self.layer = layer
+        self.hook_point = f"{path}.{layer}"
+        self._module = layers[layer]
+        self._captured: torch.Tensor | None = None
+
+    def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
+        self._captured = output[0] if isinstance(output, tuple) else output
+        raise _StopForward
+
+    @torch.inference_mode()
+    def __call__(self, input_ids_BT: torch.Tensor) -> torch.Tensor:
+        """Layer output for a batch of contexts, shape (batch, tokens, d_model), in the model's dtype."""
+        handle = self._module.register_forward_hook(self._hook)
+        try:
+            self.model(input_ids=input_ids_BT, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if self._captured is None:
+            raise HarvestError(f"the model never reached {self.hook_point}")
+        out, self._captured = self._captured, None
+        return out
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 of the first 64 rows of the token embedding (float32): tells models apart cheaply."""
+    emb = model.get_input_embeddings().weight[:64].detach().float().cpu().contiguous()
+    return hashlib.sha256(emb.numpy().tobytes()).hexdigest()[:16]
+
+
+def model_info(model: nn.Module, name: str) -> ModelInfo:
+    cfg = model.config
+    text_cfg = getattr(cfg, "text_config", None) or cfg
+    layers, _ = decoder_layers(model)
+    return ModelInfo(
+        name=name,
+        revision=getattr(cfg, "_commit_hash", None),
+        architecture=type(model).__name__,
+        n_layers=len(layers),
+        d_model=int(text_cfg.hidden_size),
+        vocab_size=int(text_cfg.vocab_size),
+        fingerprint=fingerprint(model),
+    )
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    bos: int
+    eos: int
+    pad: int
+
+
+def special_tokens(tokenizer, name: str) -> SpecialTokens:
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is None and eos is None:
+        raise HarvestError(f"the tokenizer of {name} has neither a BOS nor an EOS token; contexts need one")
+    bos = eos if bos is None else bos  # GPT-2 style models mark both ends with one token
+    eos = bos if eos is None else eos
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return SpecialTokens(int(bos), int(eos), int(pad))
+
+
+def tokenizer_info(tokenizer, name: str) -> TokenizerInfo:
+    special = special_tokens(tokenizer, name)
+    return TokenizerInfo(
+        name=name, bos_token_id=special.bos, eos_token_id=special.eos, pad_token_id=special.pad,
+        vocab_size=len(tokenizer),
+    )
