@@ -1,0 +1,1 @@
+"""Command line, configuration and orchestration of the harvest -> store -> fit -> evaluate pipeline."""

@@ -1,0 +1,48 @@
+"""python -m pipeline.bench [--only harvest,store] [--out bench-results.json]"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from pipeline.bench.common import BenchReport, machine_info
+from pipeline.console import console, setup_logging
+
+SECTIONS = ("harvest", "store")
+
+
+@click.command()
+@click.option("--only", default=",".join(SECTIONS), show_default=True, help="Comma-separated sections to run.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results.json"), show_default=True)
+@click.option("--workdir", default=None, help="Where temporary stores go (default: the system temp dir).")
+def main(only: str, out: Path, workdir: str | None) -> None:
+    setup_logging(0)
+    report = BenchReport(machine=machine_info())
+    for section in only.split(","):
+        if section == "harvest":
+            from pipeline.bench import harvest_bench
+
+            harvest_bench.run(report, workdir=workdir)
+        elif section == "store":
+            from pipeline.bench import store_bench
+
+            store_bench.run(report, workdir=workdir)
+        else:
+            raise click.BadParameter(f"unknown section {section!r}; choose from {', '.join(SECTIONS)}")
+    table = Table(title="benchmarks (ratios measured back to back in this run)", title_justify="left")
+    for col in ("figure", "ours", "baseline", "ratio", "target", "baseline is", "note"):
+        table.add_column(col, overflow="fold")
+    for f in report.figures:
+        verdict = "" if f.target is None else (f"[green]>= {f.target}[/green]" if f.meets_target
+                                               else f"[red]< {f.target}[/red]")
+        table.add_row(f.name, f"{f.ours:,.3g} {f.unit}", f"{f.baseline:,.3g} {f.unit}", f"{f.ratio:.2f}", verdict,
+                      f.baseline_name, f.note)
+    console.print(table)
+    report.write(out)
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

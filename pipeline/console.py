@@ -1,0 +1,106 @@
+"""Terminal output: logging through rich, progress bars with rate and ETA, one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def setup_logging(verbosity: int) -> None:
+    level = {0: logging.INFO, 1: logging.DEBUG}.get(verbosity, logging.WARNING if verbosity < 0 else logging.DEBUG)
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False)
+        logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", force=True, handlers=[handler])
+    else:  # logs and CI: plain, unwrapped lines that grep and copy-paste well
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                            force=True, stream=sys.stderr)
+    for noisy in ("httpx", "urllib3", "fsspec", "botocore", "s3fs", "aiobotocore", "filelock", "datasets"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    try:
+        import datasets
+
+        datasets.utils.logging.disable_progress_bar()
+        datasets.utils.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, with the task's unit (``tok/s``, ``step/s``)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "it")
+        if speed is None:
+            return Text(f"- {unit}/s", style="progress.data.speed")
+        return Text(f"{speed:,.1f} {unit}/s" if speed < 100 else f"{speed:,.0f} {unit}/s", style="progress.data.speed")
+
+
+def make_progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal and os.environ.get("PIPELINE_PROGRESS", "") != "1",
+    )
+
+
+@contextmanager
+def progress_bar(description: str, unit: str) -> Iterator:
+    """Yields ``update(done, total, info="")``: a callback that any stage can call as it goes.
+
+    Without a terminal (CI, logs) the bar is replaced by a log line every 10% so long work still shows life.
+    """
+    progress = make_progress()
+    task = progress.add_task(description, total=None, unit=unit, info="")
+    state = {"logged": -1}
+    log = logging.getLogger("pipeline")
+
+    def update(done: int, total: int, info: str = "") -> None:
+        progress.update(task, completed=done, total=total, info=info)
+        if progress.disable and total:
+            decile = int(10 * done / total)
+            if decile > state["logged"]:
+                state["logged"] = decile
+                t = progress.tasks[0]
+                rate = f", {t.speed:,.0f} {unit}/s" if t.speed else ""
+                log.info("%s: %d/%d %s%s %s", description, done, total, unit, rate, info)
+
+    with progress:
+        yield update

@@ -1,0 +1,7 @@
+"""Errors of the orchestration layer (demo assets, reports), shown to the user as one line."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """A problem the user can act on, raised by the pipeline package itself."""
