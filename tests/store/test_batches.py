@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+from synthetic import make_meta, synthetic_rows, write_store
+
+from store.batches import BatchOrder, ShuffledBatches
+from store.errors import StoreError
+from store.reader import open_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("b") / "s.zarr")
+    meta = make_meta(n_rows=2000, d=4, chunk_rows=128)
+    write_store(path, meta, synthetic_rows(2000, 4))  # random rows: each row's bytes identify it
+    return open_store(path)
+
+
+def collect(store, order, **kw):
+    return [b.numpy().copy() for _, b in ShuffledBatches(store, order, **kw)]
+
+
+def test_one_epoch_visits_rows_of_range_once_in_shuffled_order(store):
+    order = BatchOrder(store.n_rows, store.chunk_rows, (100, 1900), batch_size=64, seed=3, shuffle_rows=384)
+    batches = collect(store, order)
+    assert len(batches) == order.batches_per_epoch == 1800 // 64
+    table = {r.tobytes(): i for i, r in enumerate(store.read_rows_raw(0, store.n_rows))}
+    ids = np.array([table[r.tobytes()] for b in batches for r in b])
+    assert len(set(ids)) == len(ids) and ids.min() >= 100 and ids.max() < 1900
+    assert not np.all(np.diff(ids) > 0)  # shuffled
+    # a batch mixes several chunks
+    assert len({i // 128 for i in ids[:64]}) >= 2
+
+
+def test_order_is_seeded_and_resumable(store):
+    order = BatchOrder(store.n_rows, store.chunk_rows, (0, 1800), batch_size=50, seed=7, shuffle_rows=256)
+    full = collect(store, order, n_steps=2 * order.batches_per_epoch)  # crosses into a second epoch
+    again = collect(store, order, n_steps=len(full))
+    assert all(np.array_equal(a, b) for a, b in zip(full, again, strict=True))
+    for start in (1, 13, order.batches_per_epoch - 1, order.batches_per_epoch + 2):
+        tail = collect(store, order, start_step=start, n_steps=len(full) - start)
+        assert all(np.array_equal(a, b) for a, b in zip(full[start:], tail, strict=True)), start
+    other = collect(store, BatchOrder(store.n_rows, store.chunk_rows, (0, 1800), 50, seed=8, shuffle_rows=256),
+                    n_steps=3)
+    assert not np.array_equal(other[0], full[0])
+    epoch2 = full[order.batches_per_epoch]
+    assert not np.array_equal(epoch2, full[0])
+
+
+def test_streams_compose_the_global_batch(store):
+    order = BatchOrder(store.n_rows, store.chunk_rows, (0, 2000), batch_size=64, seed=1, shuffle_rows=256,
+                       num_streams=2)
+    full = collect(store, order, n_steps=5)
+    halves = [collect(store, order, n_steps=5, streams=[s]) for s in (0, 1)]
+    for b, h0, h1 in zip(full, *halves, strict=True):
+        assert np.array_equal(b, np.concatenate([h0, h1]))
+
+
+def test_bad_orders_are_refused(store):
+    with pytest.raises(StoreError, match="divisible"):
+        BatchOrder(store.n_rows, store.chunk_rows, (0, 2000), batch_size=63, seed=0, num_streams=2)
+    with pytest.raises(StoreError, match="fewer rows"):
+        BatchOrder(store.n_rows, store.chunk_rows, (0, 100), batch_size=200, seed=0)
