@@ -20,9 +20,12 @@ TOKENS ?= 10000000
 DEMO_DIR ?= demo
 DEMO_TOKENS ?= 100000
 DEMO_LAYER ?= 13
+# The demo store is small (95k training rows), so the demo SAEs make several passes over it.
+DEMO_FIT_TOKENS ?= 1000000
 DEMO_STORE := $(DEMO_DIR)/store.zarr
+DEMO_RUNS := $(DEMO_DIR)/runs
 
-.PHONY: setup demo harvest test lint bench clean-demo
+.PHONY: setup demo harvest fit test lint bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +43,14 @@ demo: setup
 		--layer $(DEMO_LAYER) --tokens $(DEMO_TOKENS) --store $(DEMO_STORE)
 	$(PIPELINE) store verify $(DEMO_STORE)
 	$(PIPELINE) store info $(DEMO_STORE)
+	$(PIPELINE) fit --store $(DEMO_STORE) --out $(DEMO_RUNS) --variant baseline --variant hier \
+		--tokens $(DEMO_FIT_TOKENS)
 
 harvest: setup
 	$(PIPELINE) harvest --model $(MODEL) --dataset $(DATASET) --layer $(LAYER) --tokens $(TOKENS) --store $(STORE)
+
+fit: setup
+	$(PIPELINE) fit --store $(STORE) --out $(RUN_DIR) --variant $(VARIANT)
 
 test: setup
 	$(PY) -m pytest -q

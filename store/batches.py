@@ -98,6 +98,31 @@ class BatchOrder:
     def window_permutation(self, epoch: int, stream: int, window: int, n: int) -> np.ndarray:
         return self._rng(epoch, stream + 1, window).permutation(n)
 
+    def stream_rows(self, epoch: int, stream: int) -> np.ndarray:
+        """Every row index of one stream's epoch, in the order its batches take them (for in-memory sampling:
+        the same order :class:`ShuffledBatches` streams). The latest epoch's arrays are cached."""
+        cache = self.__dict__.setdefault("_rows_cache", {})
+        if (epoch, stream) not in cache:
+            if any(e != epoch for e, _ in cache):
+                cache.clear()
+            cache[(epoch, stream)] = self._stream_rows(epoch, stream)
+        return cache[(epoch, stream)]
+
+    def _stream_rows(self, epoch: int, stream: int) -> np.ndarray:
+        parts = []
+        for w, pieces in enumerate(self.windows(epoch, stream)):
+            rows = np.concatenate([np.arange(lo, hi) for _, lo, hi in pieces])
+            parts.append(rows[self.window_permutation(epoch, stream, w, len(rows))])
+        return np.concatenate(parts)
+
+    def batch_rows(self, step: int, streams: list[int] | None = None) -> np.ndarray:
+        """Row indices of global batch ``step`` (only the given streams' parts, in stream order)."""
+        epoch, b = divmod(step, self.batches_per_epoch)
+        streams = range(self.num_streams) if streams is None else streams
+        return np.concatenate(
+            [self.stream_rows(epoch, s)[b * self.sub_batch : (b + 1) * self.sub_batch] for s in streams]
+        )
+
 
 class ShuffledBatches:
     """Iterate global batches ``start_step .. start_step + n_steps - 1`` with background prefetch.
@@ -113,6 +138,8 @@ class ShuffledBatches:
 
     ``streams`` picks the streams this process reads (default: all). ``read_workers`` chunk reads run at once
     (more hide object-store latency). ``verify_checksums=False`` skips the crc32c pass over each chunk.
+    ``background=False`` produces each batch when it is asked for, in the caller's thread: better when the
+    caller's compute already uses every core (a CPU training step), where a helper thread only interrupts it.
     """
 
     def __init__(
@@ -127,6 +154,7 @@ class ShuffledBatches:
         read_workers: int | None = None,
         pin_memory: bool = False,
         verify_checksums: bool = True,
+        background: bool = True,
     ) -> None:
         if order.n_rows > store.n_rows or order.chunk_rows != store.chunk_rows:
             raise StoreError("batch order was made for another store")
@@ -137,6 +165,7 @@ class ShuffledBatches:
         self.streams = list(range(order.num_streams)) if streams is None else list(streams)
         self.pin_memory = pin_memory
         self.verify_checksums = verify_checksums
+        self.background = background
         self.dtype = {"uint16": torch.uint16, "float16": torch.float16}[store.meta.storage_dtype]
         self._rows_per_batch = order.sub_batch * len(self.streams)
         self._ring = [] if pin_memory else [
@@ -154,6 +183,9 @@ class ShuffledBatches:
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
         if self._thread is not None:
             raise StoreError("a ShuffledBatches can be iterated once")
+        if not self.background:
+            yield from self._generate()
+            return
         self._thread = threading.Thread(target=self._produce, name="batch-prefetch", daemon=True)
         self._thread.start()
         try:
@@ -191,24 +223,28 @@ class ShuffledBatches:
             return torch.empty((self._rows_per_batch, self.store.d_model), dtype=self.dtype, pin_memory=True)
         return self._ring[k % len(self._ring)]
 
+    def _generate(self) -> Iterator[tuple[int, torch.Tensor]]:
+        bpe = self.order.batches_per_epoch
+        sub = self.order.sub_batch
+        step, end, k = self.start_step, self.start_step + self.n_steps, 0
+        cursors: dict[int, _StreamCursor] = {}
+        while step < end:
+            epoch, first = divmod(step, bpe)
+            last = min(bpe, first + end - step)
+            cursors = {s: _StreamCursor(self, epoch, s, first * sub, cursors.get(s)) for s in self.streams}
+            for b in range(first, last):
+                out = self._batch_buffer(k)
+                for i, s in enumerate(self.streams):
+                    cursors[s].fill(out[i * sub : (i + 1) * sub])
+                yield epoch * bpe + b, out
+                k += 1
+            step = epoch * bpe + last
+
     def _produce(self) -> None:
         try:
-            bpe = self.order.batches_per_epoch
-            sub = self.order.sub_batch
-            step, end, k = self.start_step, self.start_step + self.n_steps, 0
-            cursors: dict[int, _StreamCursor] = {}
-            while step < end:
-                epoch, first = divmod(step, bpe)
-                last = min(bpe, first + end - step)
-                cursors = {s: _StreamCursor(self, epoch, s, first * sub, cursors.get(s)) for s in self.streams}
-                for b in range(first, last):
-                    out = self._batch_buffer(k)
-                    for i, s in enumerate(self.streams):
-                        cursors[s].fill(out[i * sub : (i + 1) * sub])
-                    if not self._put((epoch * bpe + b, out)):
-                        return
-                    k += 1
-                step = epoch * bpe + last
+            for item in self._generate():
+                if not self._put(item):
+                    return
         except BaseException as exc:  # re-raised in the consumer
             self._put(exc)
 

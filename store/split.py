@@ -38,5 +38,5 @@ def split_rows(n_rows: int, rows_per_context: int, holdout_fraction: float) -> R
             f"the store has only {n_contexts} contexts, too few to hold out {holdout_fraction:.0%} and still "
             "train: harvest more tokens or lower --holdout"
         )
-    boundary = (n_contexts - held) * rows_per_context
+    boundary = min((n_contexts - held) * rows_per_context, n_rows)
     return RowSplit(train=(0, boundary), heldout=(boundary, n_rows))

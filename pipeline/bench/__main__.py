@@ -10,7 +10,7 @@ from rich.table import Table
 from pipeline.bench.common import BenchReport, machine_info
 from pipeline.console import console, setup_logging
 
-SECTIONS = ("harvest", "store")
+SECTIONS = ("harvest", "store", "fit")
 
 
 @click.command()
@@ -29,6 +29,10 @@ def main(only: str, out: Path, workdir: str | None) -> None:
             from pipeline.bench import store_bench
 
             store_bench.run(report, workdir=workdir)
+        elif section == "fit":
+            from pipeline.bench import fit_bench
+
+            fit_bench.run(report, workdir=workdir)
         else:
             raise click.BadParameter(f"unknown section {section!r}; choose from {', '.join(SECTIONS)}")
     table = Table(title="benchmarks (ratios measured back to back in this run)", title_justify="left")

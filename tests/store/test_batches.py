@@ -60,3 +60,20 @@ def test_bad_orders_are_refused(store):
         BatchOrder(store.n_rows, store.chunk_rows, (0, 2000), batch_size=63, seed=0, num_streams=2)
     with pytest.raises(StoreError, match="fewer rows"):
         BatchOrder(store.n_rows, store.chunk_rows, (0, 100), batch_size=200, seed=0)
+
+
+def test_row_order_matches_what_is_streamed(store):
+    """In-memory sampling (fit's memory mode) and streaming see the very same batches."""
+    order = BatchOrder(store.n_rows, store.chunk_rows, (50, 1950), batch_size=64, seed=5, shuffle_rows=256,
+                       num_streams=2)
+    streamed = collect(store, order, n_steps=order.batches_per_epoch + 3)
+    every_row = store.read_rows_raw(0, store.n_rows)
+    for step, batch in enumerate(streamed):
+        assert np.array_equal(every_row[order.batch_rows(step)], batch), step
+
+
+def test_foreground_loading_gives_the_same_batches(store):
+    order = BatchOrder(store.n_rows, store.chunk_rows, (0, 2000), batch_size=64, seed=2, shuffle_rows=256)
+    fg = [b.numpy().copy() for _, b in ShuffledBatches(store, order, n_steps=40, background=False)]
+    bg = collect(store, order, n_steps=40)
+    assert all(np.array_equal(a, b) for a, b in zip(fg, bg, strict=True))

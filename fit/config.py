@@ -1,0 +1,158 @@
+"""Typed configurations of the fit stage: one SAE (:class:`SAEConfig`) and one pass over a store
+(:class:`TrainConfig`). The CLI maps its options onto these fields."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fit.errors import FitError
+
+VARIANTS = ("baseline", "hier")
+NORMS = ("layer_norm", "store_stats", "none")
+RECON_LOSSES = ("mse", "l2")
+DATA_MODES = ("auto", "memory", "stream")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """One SAE: its architecture and sparsity penalty."""
+
+    variant: str = "hier"
+    """``baseline`` (uniform L1 weight ``l1``) or ``hier`` (group k of K weighted ``l1 * gamma**(k-1)``)."""
+    l1: float = 0.04
+    """Base L1 weight lambda."""
+    groups: int = 5
+    """K, the number of equal latent groups (hier only)."""
+    gamma: float = 1.5
+    """Geometric penalty multiplier between consecutive groups (hier only)."""
+    expansion: float = 1.0
+    """Latents per input dimension: n = round(expansion * d_model) (the paper: 1, n = d = 2304)."""
+    seed: int = 0
+    """Seed of the weight initialisation (the data order is shared by every SAE of a pass)."""
+    norm: str = "layer_norm"
+    """Encoder input normalisation: ``layer_norm`` per row (the paper's), ``store_stats`` per dimension with the
+    store's mean and variance, or ``none``. The decoder reconstructs the normalised input; reconstructions are
+    mapped back to activation space by the inverse normalisation."""
+    recon: str = "mse"
+    """Reconstruction loss: ``mse`` (squared L2 error per row, the paper's) or ``l2`` (unsquared norm)."""
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise FitError(f"unknown variant {self.variant!r}: use {' or '.join(VARIANTS)}")
+        if self.l1 < 0:
+            raise FitError(f"the L1 weight must be non-negative, got {self.l1}")
+        if self.variant == "hier" and (self.groups < 1 or self.gamma <= 0):
+            raise FitError(f"hier needs groups >= 1 and gamma > 0, got K={self.groups}, gamma={self.gamma}")
+        if self.expansion <= 0:
+            raise FitError(f"expansion must be positive, got {self.expansion}")
+        if self.norm not in NORMS:
+            raise FitError(f"unknown normalisation {self.norm!r}: use one of {', '.join(NORMS)}")
+        if self.recon not in RECON_LOSSES:
+            raise FitError(f"unknown reconstruction loss {self.recon!r}: use mse or l2")
+        if self.variant == "baseline" and (self.groups, self.gamma) != (1, 1.0):
+            object.__setattr__(self, "groups", 1)  # the baseline has one group of uniform weight
+            object.__setattr__(self, "gamma", 1.0)
+
+    @property
+    def name(self) -> str:
+        """Run directory name: every field that differs from the paper's defaults appears in it."""
+        parts = [self.variant]
+        if self.variant == "hier":
+            parts += [f"K{self.groups}", f"g{_fmt(self.gamma)}"]
+        parts.append(f"l{_fmt(self.l1)}")
+        if self.expansion != 1.0:
+            parts.append(f"x{_fmt(self.expansion)}")
+        if self.norm != "layer_norm":
+            parts.append(self.norm)
+        if self.recon != "mse":
+            parts.append(self.recon)
+        parts.append(f"s{self.seed}")
+        return "-".join(parts)
+
+    def n_latents(self, d_model: int) -> int:
+        n = round(self.expansion * d_model)
+        if n < self.groups:
+            raise FitError(f"{n} latents cannot form {self.groups} groups: raise --expansion or lower -K")
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def expand_grid(variants: list[str], seeds: list[int], groups: list[int], gammas: list[float], l1s: list[float],
+                **common: Any) -> list[SAEConfig]:
+    """Every combination, with duplicates removed (K and gamma do not apply to the baseline)."""
+    out: dict[str, SAEConfig] = {}
+    for variant, seed, k, gamma, l1 in itertools.product(variants, seeds, groups, gammas, l1s):
+        cfg = SAEConfig(variant=variant, seed=seed, groups=k, gamma=gamma, l1=l1, **common)
+        out.setdefault(cfg.name, cfg)
+    return list(out.values())
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One pass over a store that trains one or more SAEs on the same batches."""
+
+    store: str
+    """Store path or fsspec URL."""
+    out: str
+    """Run directory: each SAE gets ``out/<name>/``."""
+    batch_size: int = 2048
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_warmup_steps: int = 0
+    """Linear learning-rate warm-up from 0 (the paper uses none)."""
+    l1_warmup_steps: int = 0
+    """Linear warm-up of the sparsity penalty from 0 (the paper uses none)."""
+    tokens: int | None = None
+    """Training tokens; None is one pass over the training rows (10M tokens -> ~4,900 steps of 2048)."""
+    holdout: float = 0.05
+    """Fraction of the store's contexts (its last ones) held out from training for evaluation."""
+    data_seed: int = 0
+    """Seed of the shuffled batch order, shared by every SAE of the pass."""
+    shuffle_rows: int = 65536
+    """Rows shuffled together when streaming (whole chunks in random order plus this window)."""
+    data: str = "auto"
+    """``memory``: load the training rows once into RAM (or GPU memory) and sample there; ``stream``: read
+    chunks as training goes; ``auto``: memory when the rows fit comfortably, else stream."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    autocast_bf16: bool = False
+    """bf16 autocast for the SAE forward/backward on CUDA (weights and optimizer stay float32)."""
+    log_every: int = 50
+    """Steps between metric lines in metrics.jsonl (and progress-bar updates of loss and L0)."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (0: only at the end)."""
+    verify_checksums: bool = True
+    """Check every chunk's crc32c as it is read."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise FitError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise FitError(f"need lr > 0 and weight decay >= 0, got {self.lr} and {self.weight_decay}")
+        if self.tokens is not None and self.tokens < self.batch_size:
+            raise FitError(f"--tokens {self.tokens} is less than one batch of {self.batch_size}")
+        if not 0 <= self.holdout < 1:
+            raise FitError(f"--holdout must be in [0, 1), got {self.holdout}")
+        if self.data not in DATA_MODES:
+            raise FitError(f"--data must be one of {', '.join(DATA_MODES)}, got {self.data}")
+        if self.log_every <= 0 or self.checkpoint_every < 0:
+            raise FitError("--log-every must be positive and --checkpoint-every non-negative")
+        if min(self.lr_warmup_steps, self.l1_warmup_steps) < 0:
+            raise FitError("warm-up steps must be non-negative")
+
+    def identity(self) -> dict[str, Any]:
+        """Fields that decide the trained weights, besides the store itself (not logging, device, data mode)."""
+        keep = ("batch_size", "lr", "weight_decay", "adam_betas", "lr_warmup_steps", "l1_warmup_steps",
+                "tokens", "holdout", "data_seed", "shuffle_rows")
+        d = asdict(self)
+        return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in keep}

@@ -1,0 +1,7 @@
+"""Errors of the fit stage, each shown to the user as one line naming the problem and the fix."""
+
+from __future__ import annotations
+
+
+class FitError(Exception):
+    """A problem with the fit's inputs (store, run directory, batches) that the user can act on."""

@@ -1,0 +1,100 @@
+"""The SAE's math as plain functions of tensors, so each can be checked against a float64 reference.
+
+Shapes: B rows in a batch, D = d_model, F = number of latents (features), K groups.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LN_EPS = 1e-5
+"""SAELens's layer-norm epsilon (added to the standard deviation), so exported SAEs behave identically there."""
+
+
+def group_sizes(n: int, k: int) -> list[int]:
+    """Sizes of K contiguous groups over n latents: as equal as possible, the first n % K groups one larger."""
+    if k <= 0 or n < k:
+        raise ValueError(f"cannot split {n} latents into {k} non-empty groups")
+    base, extra = divmod(n, k)
+    return [base + (1 if g < extra else 0) for g in range(k)]
+
+
+def group_bounds(n: int, k: int) -> list[tuple[int, int]]:
+    """[start, stop) of each group, in order."""
+    bounds, start = [], 0
+    for size in group_sizes(n, k):
+        bounds.append((start, start + size))
+        start += size
+    return bounds
+
+
+def penalty_weights(n: int, l1: float, groups: int = 1, gamma: float = 1.0) -> torch.Tensor:
+    """Per-latent L1 weights w_F: group k (1-based) of K gets l1 * gamma**(k - 1).
+
+    groups=1 (or gamma=1) is the uniform baseline penalty.
+    """
+    w_F = torch.empty(n, dtype=torch.float64)
+    for k, (start, stop) in enumerate(group_bounds(n, groups)):
+        w_F[start:stop] = l1 * gamma**k
+    return w_F
+
+
+def layer_norm(x_BD: torch.Tensor, eps: float = LN_EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x - mean) / (std + eps) per row, std unbiased: SAELens's ``layer_norm`` activation normalisation.
+
+    Returns the normalised rows and each row's mean and std (B, 1), which :func:`layer_norm_inverse` needs.
+    """
+    mu_B1 = x_BD.mean(dim=-1, keepdim=True)
+    centered = x_BD - mu_B1
+    std_B1 = centered.std(dim=-1, keepdim=True)
+    return centered / (std_B1 + eps), mu_B1, std_B1
+
+
+def layer_norm_inverse(y_BD: torch.Tensor, mu_B1: torch.Tensor, std_B1: torch.Tensor) -> torch.Tensor:
+    """Back to activation space, as SAELens does it (x * std + mean)."""
+    return y_BD * std_B1 + mu_B1
+
+
+def encode(x_BD: torch.Tensor, W_enc_DF: torch.Tensor, b_enc_F: torch.Tensor) -> torch.Tensor:
+    """E(x) = ReLU(x W_enc + b_enc) (W_enc is the transpose of the paper's W_e)."""
+    return torch.relu(x_BD @ W_enc_DF + b_enc_F)
+
+
+def decode(z_BF: torch.Tensor, W_dec_FD: torch.Tensor, b_dec_D: torch.Tensor) -> torch.Tensor:
+    """D(z) = z W_dec + b_dec; row j of W_dec is latent j's unit-norm decoder direction."""
+    return z_BF @ W_dec_FD + b_dec_D
+
+
+def reconstruction_loss(x_BD: torch.Tensor, x_hat_BD: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean over rows of ||x - x_hat||^2 (``mse``, the paper's) or of ||x - x_hat||_2 (``l2``, unsquared)."""
+    sq_B = (x_BD - x_hat_BD).pow(2).sum(dim=-1)
+    if kind == "mse":
+        return sq_B.mean()
+    if kind == "l2":
+        return sq_B.sqrt().mean()
+    raise ValueError(f"unknown reconstruction loss {kind!r}: use 'mse' or 'l2'")
+
+
+def sparsity_penalty(z_BF: torch.Tensor, w_F: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of sum_j w_j |z_j|."""
+    return (z_BF.abs() * w_F).sum(dim=-1).mean()
+
+
+def sae_loss(
+    x_BD: torch.Tensor, x_hat_BD: torch.Tensor, z_BF: torch.Tensor, w_F: torch.Tensor,
+    kind: str = "mse", l1_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, reconstruction, penalty): total = reconstruction + l1_scale * penalty (l1_scale ramps in warm-up)."""
+    recon = reconstruction_loss(x_BD, x_hat_BD, kind)
+    penalty = sparsity_penalty(z_BF, w_F)
+    return recon + l1_scale * penalty, recon, penalty
+
+
+def remove_parallel_component(grad_FD: torch.Tensor, W_FD: torch.Tensor) -> torch.Tensor:
+    """The gradient with each row's component along that (unit-norm) row of W removed."""
+    return grad_FD - (grad_FD * W_FD).sum(dim=-1, keepdim=True) * W_FD
+
+
+def unit_rows(W_FD: torch.Tensor) -> torch.Tensor:
+    """W with every row scaled to unit L2 norm."""
+    return W_FD / W_FD.norm(dim=-1, keepdim=True)

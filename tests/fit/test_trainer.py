@@ -1,0 +1,154 @@
+"""Training passes over real (synthetic-content) stores: equality across passes, modes and resumes."""
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
+from safetensors.torch import load_file
+from synthetic import make_meta, synthetic_rows, write_store
+
+from fit.config import SAEConfig, TrainConfig
+from fit.errors import FitError
+from fit.runs import load_sae
+from fit.trainer import fit
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("fit") / "s.zarr")
+    write_store(path, make_meta(n_rows=12000, d=32, chunk_rows=1024), synthetic_rows(12000, 32))
+    return path
+
+
+def train_cfg(store, out, **kw):
+    defaults = dict(batch_size=256, log_every=5, checkpoint_every=0, shuffle_rows=2048)
+    return TrainConfig(store=store, out=str(out), **{**defaults, **kw})
+
+
+def weights(run_dir):
+    return load_file(str(Path(run_dir) / "sae.safetensors"))
+
+
+def same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+BASE = SAEConfig(variant="baseline", seed=0)
+HIER = SAEConfig(variant="hier", groups=5, gamma=1.5, seed=1)
+
+
+def test_training_writes_artefacts_and_learns(store, tmp_path):
+    [result] = fit(train_cfg(store, tmp_path, tokens=256 * 60), [HIER])
+    run = Path(result.run_dir)
+    for name in ("sae.safetensors", "config.json", "metrics.jsonl", "training.json", "saelens/cfg.json",
+                 "saelens/sae_weights.safetensors"):
+        assert (run / name).exists(), name
+    assert not (run / "checkpoints").exists()
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(5, 61, 5))
+    assert log[-1]["loss"] < log[0]["loss"]  # it learns
+    assert len(log[-1]["live_per_group"]) == 5 and log[-1]["explained_variance"] > 0
+    sae, config = load_sae(run)
+    assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(32), atol=1e-5)
+    assert config["group_bounds"] == [[0, 7], [7, 14], [14, 20], [20, 26], [26, 32]]  # 32 = 7+7+6+6+6
+    assert config["train"]["heldout_rows"][1] == 12000
+
+
+def test_several_saes_in_one_pass_equal_separate_passes(store, tmp_path):
+    cfg = dict(tokens=256 * 20)
+    together = fit(train_cfg(store, tmp_path / "together", **cfg), [BASE, HIER])
+    alone = [fit(train_cfg(store, tmp_path / "alone", **cfg), [s])[0] for s in (BASE, HIER)]
+    for a, b in zip(together, alone, strict=True):
+        assert same_weights(a.run_dir, b.run_dir), a.name
+
+
+def test_memory_and_stream_data_give_the_same_weights(store, tmp_path):
+    runs = [fit(train_cfg(store, tmp_path / mode, tokens=256 * 15, data=mode), [HIER])[0] for mode in
+            ("memory", "stream")]
+    assert same_weights(runs[0].run_dir, runs[1].run_dir)
+
+
+def test_store_stats_and_none_norms_train(store, tmp_path):
+    saes = [SAEConfig(variant="hier", norm="store_stats"), SAEConfig(variant="baseline", norm="none", recon="l2")]
+    results = fit(train_cfg(store, tmp_path, tokens=256 * 10), saes)
+    assert [r.name for r in results] == ["hier-K5-g1.5-l0.04-store_stats-s0", "baseline-l0.04-none-l2-s0"]
+    assert all(np.isfinite(r.final["loss"]) for r in results)
+
+
+def test_finished_runs_are_skipped_and_other_configs_refused(store, tmp_path):
+    fit(train_cfg(store, tmp_path, tokens=256 * 5), [HIER])
+    before = weights(tmp_path / HIER.name)
+    fit(train_cfg(store, tmp_path, tokens=256 * 5), [HIER])  # nothing to do
+    assert all(torch.equal(before[k], v) for k, v in weights(tmp_path / HIER.name).items())
+    with pytest.raises(FitError, match=r"train lr = 0\.0003, but this run asks for 0\.001"):
+        fit(train_cfg(store, tmp_path, tokens=256 * 5, lr=1e-3), [HIER])
+
+
+def test_incomplete_store_and_nan_batches_are_refused(tmp_path):
+    partial = str(tmp_path / "partial.zarr")
+    write_store(partial, make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16), stop_row=2000)
+    with pytest.raises(FitError, match="incomplete"):
+        fit(train_cfg(partial, tmp_path / "a"), [HIER])
+
+    acts = synthetic_rows(4000, 16)
+    acts[1234, 3] = float("nan")
+    bad = str(tmp_path / "nan.zarr")
+    write_store(bad, make_meta(n_rows=4000, d=16, chunk_rows=512), acts)
+    with pytest.raises(FitError, match=r"NaN or Inf.*store verify"):
+        fit(train_cfg(bad, tmp_path / "b", batch_size=128, checkpoint_every=5), [HIER])
+
+
+def test_cli_errors_are_one_line(store, tmp_path, capsys):
+    other = str(tmp_path / "other.zarr")
+    write_store(other, make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16))
+    out = tmp_path / "runs"
+    args = ["fit", "--out", out, "--batch-size", 128, "--tokens", 128 * 4]
+    assert run_cli(capsys, *args, "--store", store).code == 0
+    assert_one_line_error(run_cli(capsys, *args, "--store", other), "holds a run with store d_model = 32",
+                          "asks for 16")
+    assert_one_line_error(run_cli(capsys, "fit", "--out", out, "--store", tmp_path / "none.zarr"),
+                          "no activation store")
+
+
+def _pass_step(out: Path):
+    files = list((out / "passes").glob("*.json")) if (out / "passes").exists() else []
+    try:
+        return json.loads(files[0].read_text())["step"] if files else None
+    except (ValueError, OSError):
+        return None
+
+
+def test_kill_9_and_resume_gives_the_uninterrupted_weights(tmp_path):
+    store = str(tmp_path / "s.zarr")
+    write_store(store, make_meta(n_rows=60000, d=96, chunk_rows=4096), synthetic_rows(60000, 96))
+    args = ["fit", "--store", store, "--variant", "baseline", "--variant", "hier", "--batch-size", 128,
+            "--log-every", 10, "--checkpoint-every", 40, "--shuffle-rows", 8192, "--tokens", 128 * 400]
+    killed = tmp_path / "killed"
+    proc = pipeline_subprocess(*args, "--out", killed)
+    deadline = time.monotonic() + 300
+    while (step := _pass_step(killed)) is None or step < 80:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / BASE.name / "training.json").exists()  # really killed mid-run
+    resumed = pipeline_subprocess(*args, "--out", killed)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "resuming 2 SAE(s) from step" in err
+
+    clean = tmp_path / "clean"
+    proc = pipeline_subprocess(*args, "--out", clean)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    for name in (BASE.name, "hier-K5-g1.5-l0.04-s0"):
+        assert same_weights(killed / name, clean / name), name
+        steps = [json.loads(line)["step"] for line in (killed / name / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(10, 401, 10))  # the log has no gap and no duplicate either
