@@ -1,0 +1,61 @@
+"""Fit throughput: from the store against the same loop on rows already in memory; M SAEs in one pass
+against M separate passes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fit.config import SAEConfig, TrainConfig
+from fit.trainer import fit
+from pipeline.bench.common import BenchReport, Figure
+from pipeline.bench.store_bench import write_bench_store
+
+log = logging.getLogger(__name__)
+
+
+def _rate(run_dir: str) -> float:
+    """Training-loop tokens/s, measured by the trainer from its first batch to its last."""
+    last = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()[-1]
+    return json.loads(last)["tokens_per_second"]
+
+
+def run(report: BenchReport, *, d: int = 640, rows: int = 262144, steps: int = 60, m: int = 4,
+        workdir: str | None = None) -> None:
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="bench-fit-") as tmp:
+        store = f"{tmp}/s.zarr"
+        raw = (torch.randn(rows, d) * 3).to(torch.bfloat16).view(torch.uint16).numpy()
+        write_bench_store(store, raw, chunk_rows=16384)
+        hier = SAEConfig(variant="hier")
+
+        def train(out: str, saes: list[SAEConfig], data: str) -> list:
+            cfg = TrainConfig(store=store, out=f"{tmp}/{out}", tokens=steps * 2048, data=data, log_every=steps,
+                              checkpoint_every=0, holdout=0.0)
+            return fit(cfg, saes)
+
+        train("warmup", [hier], "memory")
+        memory = _rate(train("memory", [hier], "memory")[0].run_dir)
+        stream = _rate(train("stream", [hier], "stream")[0].run_dir)
+        report.add(Figure(f"fit from the store (d={d}, streaming)", stream, memory, "tok/s",
+                          "the same loop on rows already in memory", target=0.9,
+                          note=f"one hier SAE n={d}, batch 2048, {steps} steps, CPU float32"))
+
+        saes = [SAEConfig(variant="hier", seed=s) for s in range(m)]
+        t = time.perf_counter()
+        train("together", saes, "stream")
+        together = time.perf_counter() - t
+        t = time.perf_counter()
+        for s in saes:
+            train(f"alone-{s.seed}", [s], "stream")
+        alone = time.perf_counter() - t
+        report.add(Figure(f"{m} SAEs in one pass vs {m} passes", alone, together, "s",
+                          f"{m} separate passes (ratio = separate / one pass: above 1 means the pass saves)",
+                          note=f"d={d}, {steps} steps each, streaming; a pass shares reading, decoding and "
+                               "normalising the batch"))
+        log.info("fit bench: memory %.0f tok/s, stream %.0f tok/s; %d SAEs together %.1fs, apart %.1fs",
+                 memory, stream, m, together, alone)
