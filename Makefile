@@ -21,11 +21,14 @@ DEMO_DIR ?= demo
 DEMO_TOKENS ?= 100000
 DEMO_LAYER ?= 13
 # The demo store is small (95k training rows), so the demo SAEs make several passes over it.
-DEMO_FIT_TOKENS ?= 1000000
+DEMO_FIT_TOKENS ?= 1500000
+DEMO_SEEDS ?= --seed 0 --seed 1 --seed 2
 DEMO_STORE := $(DEMO_DIR)/store.zarr
 DEMO_RUNS := $(DEMO_DIR)/runs
 
-.PHONY: setup demo harvest fit test lint bench clean-demo
+PAPER_DIR ?= runs/paper
+
+.PHONY: setup demo harvest fit report paper test lint bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,14 +46,23 @@ demo: setup
 		--layer $(DEMO_LAYER) --tokens $(DEMO_TOKENS) --store $(DEMO_STORE)
 	$(PIPELINE) store verify $(DEMO_STORE)
 	$(PIPELINE) store info $(DEMO_STORE)
-	$(PIPELINE) fit --store $(DEMO_STORE) --out $(DEMO_RUNS) --variant baseline --variant hier \
+	$(PIPELINE) fit --store $(DEMO_STORE) --out $(DEMO_RUNS) --variant baseline --variant hier $(DEMO_SEEDS) \
 		--tokens $(DEMO_FIT_TOKENS)
+	$(PIPELINE) evaluate $(DEMO_RUNS)
+	$(PIPELINE) report $(DEMO_RUNS) --out $(DEMO_DIR)/report
 
 harvest: setup
 	$(PIPELINE) harvest --model $(MODEL) --dataset $(DATASET) --layer $(LAYER) --tokens $(TOKENS) --store $(STORE)
 
 fit: setup
 	$(PIPELINE) fit --store $(STORE) --out $(RUN_DIR) --variant $(VARIANT)
+
+report: setup
+	$(PIPELINE) evaluate $(RUN_DIR)
+	$(PIPELINE) report $(RUN_DIR) --out $(RUN_DIR)/report
+
+paper: setup
+	$(PIPELINE) experiment --store $(STORE) --out $(PAPER_DIR)
 
 test: setup
 	$(PY) -m pytest -q

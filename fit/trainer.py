@@ -202,7 +202,8 @@ def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = 
                                weight_decay=cfg.weight_decay)
         members.append(Member(sae_cfg, run, sae, opt, StepTimer(device), WindowStats(sae.n_latents, device)))
         if not run.config_path.exists():
-            expected = {**expected, "n_latents": sae.n_latents, "group_bounds": sae.group_bounds,
+            expected = {**expected, "store_url": cfg.store, "n_latents": sae.n_latents,
+                        "group_bounds": sae.group_bounds,
                         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             write_json_atomic(run.config_path, expected)
 

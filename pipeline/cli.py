@@ -58,9 +58,12 @@ def main() -> None:
         sys.exit(2)
 
 
-from pipeline.commands import demo_cmd, fit_cmd, harvest_cmd, store_cmd  # noqa: E402
+from pipeline.commands import demo_cmd, evaluate_cmd, fit_cmd, harvest_cmd, report_cmd, store_cmd  # noqa: E402
 
 cli.add_command(harvest_cmd.harvest)
 cli.add_command(store_cmd.store)
 cli.add_command(demo_cmd.demo_assets)
 cli.add_command(fit_cmd.fit)
+cli.add_command(evaluate_cmd.evaluate)
+cli.add_command(report_cmd.report)
+cli.add_command(report_cmd.experiment)

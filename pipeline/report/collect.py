@@ -1,0 +1,80 @@
+"""Loading evaluated runs and aggregating them over seeds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from pipeline.errors import PipelineError
+from pipeline.evaluate.metrics import t_interval
+from pipeline.evaluate.runner import find_runs
+
+SCALARS = ("mse", "mse_raw", "explained_variance", "explained_variance_normalised", "l0", "active_features",
+           "dead_features", "kl", "ce_clean", "ce_spliced", "ce_zero_ablated", "ce_recovered")
+
+
+def load_evaluations(paths: list[str]) -> list[dict]:
+    evals = []
+    for run in find_runs(paths):
+        path = run / "eval.json"
+        if not path.exists():
+            raise PipelineError(f"{run} has not been evaluated: run `pipeline evaluate {run}` first")
+        evals.append(json.loads(path.read_text()))
+    return evals
+
+
+def config_key(sae: dict) -> tuple:
+    """The SAE configuration without its seed."""
+    return tuple(sorted((k, v) for k, v in sae.items() if k != "seed"))
+
+
+@dataclass
+class Group:
+    """The runs of one configuration (one per seed) and their mean and 95% CI per metric."""
+
+    sae: dict
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        s = self.sae
+        if s["variant"] == "baseline":
+            return f"baseline λ={s['l1']:g}"
+        return f"hier K={s['groups']} γ={s['gamma']:g} λ={s['l1']:g}"
+
+    def stat(self, metric: str) -> tuple[float, float, int]:
+        return t_interval([r[metric] for r in self.runs if metric in r])
+
+    def training_seconds(self) -> tuple[float, float, int]:
+        return t_interval([r["train"]["sae_seconds"] for r in self.runs])
+
+    def groups_mean(self) -> list[dict]:
+        """Per latent group: mean over seeds of each group statistic (with CI)."""
+        out = []
+        for g in range(len(self.runs[0]["groups"])):
+            row = {"group": g + 1, "features": self.runs[0]["groups"][g]["features"]}
+            for key in ("live", "active", "token_rate", "feature_density", "intensity"):
+                row[key] = t_interval([r["groups"][g][key] for r in self.runs])
+            out.append(row)
+        return out
+
+    def matches(self, **want) -> bool:
+        return all(self.sae.get(k) == v for k, v in want.items())
+
+
+def group_runs(evals: list[dict]) -> list[Group]:
+    groups: dict[tuple, Group] = {}
+    for e in evals:
+        groups.setdefault(config_key(e["sae"]), Group(e["sae"])).runs.append(e)
+    for g in groups.values():
+        g.runs.sort(key=lambda r: r["sae"]["seed"])
+    return list(groups.values())
+
+
+def find_group(candidates: list[Group], **want) -> Group | None:
+    """The group with these SAE fields, at the paper's defaults for the fields not named."""
+    defaults = {"expansion": 1.0, "norm": "layer_norm", "recon": "mse", "l1": 0.04}
+    if want.get("variant") == "hier":
+        defaults.update(groups=5, gamma=1.5)
+    matches = [g for g in candidates if g.matches(**{**defaults, **want})]
+    return matches[0] if matches else None

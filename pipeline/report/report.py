@@ -1,0 +1,264 @@
+"""Writing REPORT_DIR/report.md, results.json and the plots from evaluated runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.report import paper, plots
+from pipeline.report.collect import SCALARS, Group, find_group, group_runs, load_evaluations
+
+PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304
+
+
+def fmt(stat: tuple[float, float, int] | tuple[float, float], digits: int = 4) -> str:
+    mean, half = stat[0], stat[1]
+    if mean is None or math.isnan(mean):
+        return "–"
+
+    def f(v: float) -> str:
+        if float(v).is_integer() and abs(v) >= 1:
+            return f"{v:,.0f}"
+        if abs(v) >= 100:
+            return f"{v:,.1f}"
+        return f"{v:.{digits}g}"
+
+    return f(mean) if half is None or math.isnan(half) else f"{f(mean)} ± {f(half)}"
+
+
+def _n(group: Group | None) -> str:
+    return f"n={len(group.runs)}" if group else "not run"
+
+
+def _store_section(evals: list[dict]) -> tuple[list[str], bool]:
+    stores = {json.dumps({k: e["store"][k] for k in ("model", "layer", "d_model", "n_rows", "dataset")},
+                         sort_keys=True) for e in evals}
+    if len(stores) > 1:
+        raise PipelineError("the runs come from different stores: report them separately")
+    s = evals[0]["store"]
+    arch = evals[0]["store"].get("architecture")
+    paper_setting = (s["d_model"] == PAPER_D and s["layer"] == PAPER_LAYER and "gemma-2-2b" in s["model"].lower()
+                     and arch in (None, PAPER_ARCHITECTURE))
+    lines = [
+        "## Store",
+        "",
+        f"- model: `{s['model']}`, layer {s['layer']}, d_model {s['d_model']}",
+        f"- data: {s['dataset']}" + (f" ({', '.join(s['data_files'])})" if s.get("data_files") else ""),
+        f"- tokens in the store: {s['tokens_total']:,}; held-out rows evaluated: "
+        f"{s['heldout_rows'][1] - s['heldout_rows'][0]:,} (the last contexts, never trained on)",
+        f"- contexts of {s['context_length']} tokens, BOS {'stored' if s['include_bos'] else 'not stored'}",
+        "",
+    ]
+    if not paper_setting:
+        lines[2:2] = [
+            f"> **This is not the paper's setting.** These runs use `{s['model']}` (layer {s['layer']}, d_model "
+            f"{s['d_model']}), not Gemma-2-2B layer 19 (d_model 2304). The paper's figures are shown beside ours "
+            "for reference only; they are not expected to match.",
+            "",
+        ]
+    return lines, paper_setting
+
+
+def _table1(groups: list[Group]) -> tuple[list[str], dict]:
+    base = find_group(groups, variant="baseline")
+    hier = find_group(groups, variant="hier")
+    rows = [
+        ("Training loss (MSE)", "mse", "mse"),
+        ("KL divergence", "kl", "kl"),
+        ("Explained variance", "explained_variance", "explained_variance"),
+        ("Active features", "active_features", "active_features"),
+    ]
+    extra = [
+        ("L0", "l0"), ("Dead features", "dead_features"), ("CE loss, clean", "ce_clean"),
+        ("CE loss, SAE spliced in", "ce_spliced"), ("CE loss, zero-ablated", "ce_zero_ablated"),
+        ("CE loss recovered", "ce_recovered"), ("Explained variance (normalised space)",
+                                                "explained_variance_normalised"),
+    ]
+    head = [
+        "## Table 1",
+        "",
+        f"Ours: mean ± 95% CI (Student t) over seeds; baseline {_n(base)}, hierarchical {_n(hier)}. Paper: "
+        f"{paper.SETTING}.",
+        "",
+        "| Metric | Baseline (ours) | Hierarchical (ours) | Baseline (paper) | Hierarchical (paper) |",
+        "|---|---|---|---|---|",
+    ]
+    data: dict = {}
+    for label, key, pkey in rows:
+        b = base.stat(key) if base else (float("nan"), float("nan"), 0)
+        h = hier.stat(key) if hier else (float("nan"), float("nan"), 0)
+        pb, ph = paper.TABLE_1[pkey]
+        head.append(f"| {label} | {fmt(b)} | {fmt(h)} | {fmt(pb)} | {fmt(ph)} |")
+        data[key] = {"baseline": b, "hier": h, "paper_baseline": pb, "paper_hier": ph}
+    for label, key in extra:
+        b = base.stat(key) if base else (float("nan"), float("nan"), 0)
+        h = hier.stat(key) if hier else (float("nan"), float("nan"), 0)
+        head.append(f"| {label} | {fmt(b)} | {fmt(h)} | – | – |")
+        data[key] = {"baseline": b, "hier": h}
+    tb = base.training_seconds() if base else (float("nan"), float("nan"), 0)
+    th = hier.training_seconds() if hier else (float("nan"), float("nan"), 0)
+    ratio = th[0] / tb[0] - 1 if tb[0] else float("nan")
+    head.append(f"| Training compute per SAE (s) | {fmt(tb)} | {fmt(th)} | – | +15% |")
+    data["training_seconds"] = {"baseline": tb, "hier": th, "hier_vs_baseline": ratio,
+                                "paper_hier_vs_baseline": paper.TRAINING_TIME_CLAIM}
+    head += [
+        "",
+        "MSE is the training objective's reconstruction term on held-out rows: squared error per token, summed "
+        "over dimensions, in the SAE's normalised input space. KL is KL(clean ‖ spliced) of the next-token "
+        "distribution per token with the SAE's reconstruction replacing the layer output; definitions in "
+        "docs/metrics.md.",
+        "",
+    ]
+    if not math.isnan(ratio):
+        head.append(f"Hierarchical training took {ratio:+.0%} compute per SAE against the baseline "
+                    f"(the paper: +15%).")
+        head.append("")
+    return head, data
+
+
+def _verdict(data: dict, paper_setting: bool) -> list[str]:
+    def cmp(key: str, better: str) -> str | None:
+        b, h = data[key]["baseline"][0], data[key]["hier"][0]
+        if math.isnan(b) or math.isnan(h):
+            return None
+        held = (h < b) if better == "lower" else (h > b)
+        return f"{'yes' if held else 'no'} ({fmt((h, float('nan')))} vs {fmt((b, float('nan')))})"
+
+    checks = [
+        ("more active features", cmp("active_features", "higher")),
+        ("lower reconstruction loss", cmp("mse", "lower")),
+        ("higher explained variance", cmp("explained_variance", "higher")),
+        ("lower KL divergence", cmp("kl", "lower")),
+    ]
+    lines = ["## Does the paper's direction hold here?", "",
+             "Hierarchical against baseline, on these runs (means over seeds; see the CIs above before reading "
+             "a small difference as real):", ""]
+    lines += [f"- {name}: {verdict}" for name, verdict in checks if verdict is not None]
+    if not paper_setting:
+        lines += ["", "This answers the question for this store only, not for the paper's Gemma-2-2B setting."]
+    return [*lines, ""]
+
+
+def _ablations(groups: list[Group]) -> tuple[list[str], dict]:
+    lines = ["## Ablations", ""]
+    data: dict = {}
+    cols = "| {} | MSE | Explained variance | KL | Active features | L0 | runs |"
+
+    def row(label: str, g: Group | None, claim: str = "") -> str:
+        if g is None:
+            return f"| {label} | – | – | – | – | – | not run |" + (f" {claim} |" if claim else "")
+        cells = [fmt(g.stat(k)) for k in ("mse", "explained_variance", "kl", "active_features", "l0")]
+        return f"| {label} | {' | '.join(cells)} | {len(g.runs)} |" + (f" {claim} |" if claim else "")
+
+    k_groups = {k: find_group(groups, variant="hier", groups=k) for k in (3, 5, 7)}
+    lines += [f"Group count K (hier, γ = 1.5, λ = 0.04). Paper: {paper.K_CLAIM}.", "",
+              cols.format("K"), "|---|---|---|---|---|---|---|"]
+    lines += [row(str(k), g) for k, g in k_groups.items()]
+    g_groups = {gm: find_group(groups, variant="hier", gamma=gm) for gm in (1.25, 1.5, 2.0)}
+    lines += ["", "Progression factor γ (hier, K = 5, λ = 0.04), with the paper's KL.", "",
+              cols.format("γ") + " KL (paper) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [row(f"{gm:g}", g, fmt(paper.GAMMA_KL[gm])) for gm, g in g_groups.items()]
+    l_groups = {(v, lam): find_group(groups, variant=v, l1=lam) for v in ("baseline", "hier") for lam in (0.04, 0.06)}
+    lines += ["", f"Base penalty λ. Paper: {paper.LAMBDA_CLAIM}.", "",
+              cols.format("variant, λ"), "|---|---|---|---|---|---|---|"]
+    lines += [row(f"{v}, {lam:g}", g) for (v, lam), g in l_groups.items()]
+    for v in ("baseline", "hier"):
+        a, b = l_groups[(v, 0.04)], l_groups[(v, 0.06)]
+        if a and b:
+            change = b.stat("mse")[0] / a.stat("mse")[0] - 1
+            lines.append(f"\n{v}: λ = 0.06 changes held-out MSE by {change:+.0%} against λ = 0.04 (paper: +23%).")
+            data[f"lambda_mse_change_{v}"] = change
+    for name, gs in (("K", k_groups), ("gamma", g_groups), ("lambda", l_groups)):
+        data[name] = {str(k): ({m: g.stat(m) for m in SCALARS} if g else None) for k, g in gs.items()}
+    return [*lines, ""], data
+
+
+def _group_table(hier: Group | None) -> tuple[list[str], list]:
+    if hier is None:
+        return [], []
+    rows = hier.groups_mean()
+    lines = [
+        "## Per-group analysis",
+        "",
+        f"{hier.label}, mean ± 95% CI over {len(hier.runs)} seed(s). Token rate: fraction of held-out tokens on "
+        "which at least one feature of the group fires. Feature density: mean over the group's features of the "
+        "fraction of tokens each fires on. Intensity: mean activation of the group's features when they fire.",
+        "",
+        "| Group | Features | Live | Active | Token rate | Feature density | Intensity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['group']} | {r['features']} | {fmt(r['live'])} | {fmt(r['active'])} | "
+                     f"{fmt(r['token_rate'], 3)} | {fmt(r['feature_density'], 3)} | {fmt(r['intensity'], 3)} |")
+    lines += ["", "The paper's group analysis (activation rate and intensity):", "",
+              "| Groups | Activation rate | Intensity |", "|---|---|---|"]
+    for name, v in paper.GROUPS.items():
+        lines.append(f"| {name} | {fmt(v['activation_rate'])} | {fmt(v['intensity'])} |")
+    if len(rows) >= 4:
+        early = [r for r in rows[:2]]
+        late = [r for r in rows[-2:]]
+
+        def avg(rs: list[dict], key: str) -> float:
+            return sum(r[key][0] for r in rs) / len(rs)
+
+        lines += ["", f"Ours, same grouping: early groups token rate {avg(early, 'token_rate'):.3f}, intensity "
+                      f"{avg(early, 'intensity'):.3f}; late groups token rate {avg(late, 'token_rate'):.3f}, "
+                      f"intensity {avg(late, 'intensity'):.3f}."]
+    return [*lines, ""], rows
+
+
+def write_report(run_paths: list[str], out: str | Path) -> Path:
+    evals = load_evaluations(run_paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(evals)
+    store_lines, paper_setting = _store_section(evals)
+    t1, t1_data = _table1(groups)
+    abl, abl_data = _ablations(groups)
+    hier = find_group(groups, variant="hier")
+    base = find_group(groups, variant="baseline")
+    grp, grp_rows = _group_table(hier)
+    figures = [plots.training_curves(groups, out), plots.mse_vs_l0(groups, out)]
+    if hier is not None:
+        figures += [plots.group_density_histograms(hier, base, out), plots.live_per_group(groups, out)]
+    per_run = ["## Every run", "",
+               "| Run | MSE | Explained variance | L0 | Active | Dead | KL | CE recovered | Compute (s) |",
+               "|---|---|---|---|---|---|---|---|---|"]
+    for e in sorted(evals, key=lambda e: e["name"]):
+        cells = [fmt((e.get(k, float("nan")), float("nan"))) for k in
+                 ("mse", "explained_variance", "l0", "active_features", "dead_features", "kl", "ce_recovered")]
+        per_run.append(f"| {e['name']} | {' | '.join(cells)} | {e['train']['sae_seconds']:.0f} |")
+    lines = [
+        "# Hierarchical feature groups: our measurements beside the paper's",
+        "",
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(evals)} evaluated runs "
+        f"({len(groups)} configurations).",
+        "",
+        *store_lines,
+        *t1,
+        *_verdict(t1_data, paper_setting),
+        *grp,
+        *abl,
+        "## Figures",
+        "",
+        *[f"![{p.stem}]({p.name})" for p in figures],
+        "",
+        *per_run,
+        "",
+    ]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    results = {
+        "store": evals[0]["store"],
+        "paper_setting": paper_setting,
+        "table_1": t1_data,
+        "ablations": abl_data,
+        "groups": grp_rows,
+        "runs": [{k: v for k, v in e.items() if not k.startswith("feature_")} for e in evals],
+        "figures": [p.name for p in figures],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    return report

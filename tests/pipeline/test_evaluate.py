@@ -1,0 +1,74 @@
+"""Evaluation end to end on the tiny Gemma-2: real store, real SAEs, real spliced forward passes."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import assert_one_line_error, run_cli
+
+from fit.config import SAEConfig, TrainConfig
+from fit.sae import SAE
+from fit.trainer import fit
+from harvest import HarvestConfig, harvest
+from harvest.model import load_model
+from pipeline.evaluate.runner import _behaviour, evaluate
+from pipeline.evaluate.splice import Splicer
+from store import open_store
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, kjv_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    store = str(root / "s.zarr")
+    harvest(HarvestConfig(store=store, model=str(tiny_model_dir), dataset=str(kjv_file), layer=2, tokens=4000,
+                          context_length=32, batch_size=8, chunk_rows=1024))
+    saes = [SAEConfig(variant="baseline"), SAEConfig(variant="hier", groups=4)]
+    fit(TrainConfig(store=store, out=str(root / "runs"), batch_size=128, tokens=128 * 30, holdout=0.1,
+                    log_every=10), saes)
+    return store, root / "runs"
+
+
+def test_evaluate_writes_every_metric(trained):
+    _store, runs = trained
+    results = evaluate([str(runs)], batch_contexts=4)
+    assert [r["name"] for r in results] == ["baseline-l0.04-s0", "hier-K4-g1.5-l0.04-s0"]
+    for r in results:
+        saved = json.loads((Path(r["run_dir"]) / "eval.json").read_text())
+        assert saved["mse"] == r["mse"]
+        assert r["rows"] == 4000 - r["store"]["heldout_rows"][0]
+        assert 0 < r["explained_variance"] <= 1 and r["l0"] > 0 and r["kl"] >= 0
+        assert r["ce_zero_ablated"] > r["ce_clean"] and r["kl_contexts"] == 13
+        assert len(r["groups"]) == (1 if r["sae"]["variant"] == "baseline" else 4)
+        assert r["train"]["sae_seconds"] > 0
+
+
+def test_splicing_the_identity_changes_nothing(trained, tiny_model_dir):
+    store_url, _ = trained
+    st = open_store(store_url)
+    model = load_model(str(tiny_model_dir), None, torch.device("cpu"), torch.float32)
+    splicer = Splicer(model, 2)
+    ids = torch.from_numpy(st.tokens(0, 62).reshape(2, 31).astype("int64"))
+    mask = torch.ones(2, 31, dtype=torch.bool)
+    assert torch.equal(splicer.logits(ids, lambda out: out, mask), splicer.logits(ids))
+
+    # an SAE that is the identity on these activations (ReLU(x + c) - c with c above every |x|)
+    sae = SAE(SAEConfig(variant="baseline", norm="none"), 64)
+    c = 1 + float(st.read_rows(0, st.n_rows).abs().max()) * 2
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(64))
+        sae.W_dec.copy_(torch.eye(64))
+        sae.b_enc.fill_(c)
+        sae.b_dec.fill_(-c)
+    split = st.split(0.1)
+    out = _behaviour(st, split.heldout, [(Path("identity"), sae, {})], None, None, 4, torch.device("cpu"), None)
+    assert out["identity"]["kl"] < 1e-6
+    assert out["identity"]["ce_recovered"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_another_model_is_refused(trained, tmp_path, capsys):
+    from tiny_model import save_tiny_model
+
+    other = save_tiny_model(tmp_path / "other", seed=1)
+    _, runs = trained
+    assert_one_line_error(run_cli(capsys, "evaluate", runs, "--model", other), "not the one the store was made from")

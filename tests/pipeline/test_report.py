@@ -1,0 +1,45 @@
+"""`pipeline experiment` and `pipeline report` end to end on the tiny Gemma-2 store."""
+
+import json
+
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+
+from harvest import HarvestConfig, harvest
+
+
+@pytest.fixture(scope="module")
+def store(tiny_model_dir, kjv_file, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("exp") / "s.zarr")
+    harvest(HarvestConfig(store=path, model=str(tiny_model_dir), dataset=str(kjv_file), layer=2, tokens=3000,
+                          context_length=32, batch_size=8, chunk_rows=1024))
+    return path
+
+
+def test_experiment_trains_the_grid_in_one_pass_and_reports(store, tmp_path, capsys):
+    out = tmp_path / "exp"
+    result = run_cli(capsys, "experiment", "--store", store, "--out", out, "--seeds", 2, "--tokens", 2048 * 3,
+                     "--kl-contexts", 4, "--holdout", 0.1)
+    assert result.code == 0, result.stderr
+    assert "training 10 SAEs in one pass" in result.stderr  # 2x2 main + K3, K7, γ1.25, γ2, λ.06 x 2
+    report = (out / "report" / "report.md").read_text()
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert "This is not the paper's setting" in report and results["paper_setting"] is False
+    t1 = results["table_1"]
+    assert t1["mse"]["baseline"][2] == 2 and t1["mse"]["hier"][2] == 2  # n seeds
+    assert t1["kl"]["paper_hier"] == [0.047, 0.008]
+    assert t1["kl"]["hier"][0] >= 0 and t1["explained_variance"]["hier"][0] <= 1  # 3 steps: barely trained
+    assert "| Training loss (MSE) |" in report and "| 1.25 |" in report and "| 7 |" in report
+    assert len(results["groups"]) == 5 and len(results["runs"]) == 10
+    for name in results["figures"]:
+        png = (out / "report" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
+    assert set(results["figures"]) == {"training_curves.png", "mse_vs_l0.png", "group_density_histograms.png",
+                                       "live_features_per_group.png"}
+
+
+def test_report_needs_evaluated_runs(store, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert run_cli(capsys, "fit", "--store", store, "--out", out, "--batch-size", 128, "--tokens", 256).code == 0
+    assert_one_line_error(run_cli(capsys, "report", out, "--out", tmp_path / "r"), "has not been evaluated",
+                          "pipeline evaluate")
