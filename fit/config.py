@@ -132,6 +132,9 @@ class TrainConfig:
     """Steps between checkpoints (0: only at the end)."""
     verify_checksums: bool = True
     """Check every chunk's crc32c as it is read."""
+    streams: int | None = None
+    """Streams each global batch is drawn from, one per data-parallel process; None = the number of processes
+    (torchrun's WORLD_SIZE, else 1). A single process with ``streams = G`` sees a G-process job's batches."""
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -149,6 +152,8 @@ class TrainConfig:
             raise FitError("--log-every must be positive and --checkpoint-every non-negative")
         if min(self.lr_warmup_steps, self.l1_warmup_steps) < 0:
             raise FitError("warm-up steps must be non-negative")
+        if self.streams is not None and (self.streams < 1 or self.batch_size % self.streams):
+            raise FitError(f"--streams {self.streams} must be positive and divide --batch-size {self.batch_size}")
 
     def identity(self) -> dict[str, Any]:
         """Fields that decide the trained weights, besides the store itself (not logging, device, data mode)."""

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from fit.config import SAEConfig, TrainConfig
 from fit.data import TrainingBatches
+from fit.distributed import World, all_reduce_any, all_reduce_mean, init_world, shutdown, world_device, wrap
 from fit.errors import FitError
 from fit.export import export_saelens
 from fit.optim import ConstrainedAdamW
@@ -36,15 +37,6 @@ log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, str], None]
 """Called as (steps done, total steps, one-line status)."""
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FitError(f"--device {device} asked for, but this machine has no CUDA GPU: use --device cpu")
-    return dev
 
 
 class StepTimer:
@@ -107,12 +99,16 @@ class WindowStats:
         self.fired = fired if self.fired is None else self.fired | fired
         self.steps += 1
 
-    def flush(self, bounds: list[tuple[int, int]]) -> dict[str, float | list[int]]:
+    def flush(self, bounds: list[tuple[int, int]], world: World) -> dict[str, float | list[int]]:
+        """Means over the window (and over ranks), then reset."""
         n = max(self.steps, 1)
-        out: dict[str, float | list[int]] = {k: float(v) / n for k, v in self.sums.items() if k not in ("sse", "sst")}
-        sse, sst = float(self.sums.get("sse", 0.0)), float(self.sums.get("sst", 0.0))
+        sums = all_reduce_mean(self.sums, world)
+        out: dict[str, float | list[int]] = {k: float(v) / n for k, v in sums.items() if k not in ("sse", "sst")}
+        sse, sst = float(sums.get("sse", 0.0)), float(sums.get("sst", 0.0))
         out["explained_variance"] = 1 - sse / sst if sst else float("nan")
-        fired = self.fired.cpu() if self.fired is not None else torch.zeros(self.n_latents, dtype=torch.bool)
+        fired = self.fired if self.fired is not None else torch.zeros(self.n_latents, dtype=torch.bool,
+                                                                         device=self.device)
+        fired = all_reduce_any(fired, world).cpu()
         out["live_per_group"] = [int(fired[a:b].sum()) for a, b in bounds]
         out["live"] = int(fired.sum())
         self.steps, self.sums, self.fired = 0, {}, None
@@ -126,6 +122,8 @@ class Member:
     cfg: SAEConfig
     run: RunDir
     sae: SAE
+    loss_fn: torch.nn.Module
+    """The SAE's loss as a module (wrapped in DistributedDataParallel when training on several processes)."""
     opt: ConstrainedAdamW
     timer: StepTimer
     window: WindowStats
@@ -163,21 +161,38 @@ def _open_store(cfg: TrainConfig) -> ActivationStore:
 
 
 def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = None) -> list[FitResult]:
-    """Train every SAE in ``saes`` on the same batches of ``cfg.store``; resumes a killed pass."""
+    """Train every SAE in ``saes`` on the same batches of ``cfg.store``; resumes a killed pass.
+
+    Under torchrun every process calls this; rank r trains on stream r of each global batch, and only rank 0
+    writes (and returns results).
+    """
     if not saes:
         raise FitError("no SAE to train")
     names = [s.name for s in saes]
     if len(set(names)) != len(names):
         raise FitError(f"two SAEs of the pass share a name: {names}")
+    world = init_world(cfg.device)
+    try:
+        return _fit(cfg, saes, world, on_step)
+    finally:
+        shutdown(world)
+
+
+def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCallback | None) -> list[FitResult]:
     store = _open_store(cfg)
-    device = resolve_device(cfg.device)
+    device = world_device(world, cfg.device)
+    streams = cfg.streams or world.size
+    if world.distributed and streams != world.size:
+        raise FitError(f"--streams {streams} must equal the number of processes ({world.size}) under torchrun")
+    if cfg.batch_size % streams:
+        raise FitError(f"--batch-size {cfg.batch_size} must be divisible by the {streams} processes")
     split = store.split(cfg.holdout)
     order = BatchOrder(store.n_rows, store.chunk_rows, split.train, cfg.batch_size, cfg.data_seed,
-                       shuffle_rows=cfg.shuffle_rows)
+                       shuffle_rows=cfg.shuffle_rows, num_streams=streams)
     n_steps = order.batches_per_epoch if cfg.tokens is None else cfg.tokens // cfg.batch_size
     out = Path(cfg.out)
     store_id = store_identity(store.meta, store.n_rows)
-    train_record = {**cfg.identity(), "n_steps": n_steps, "train_rows": list(split.train),
+    train_record = {**cfg.identity(), "streams": streams, "n_steps": n_steps, "train_rows": list(split.train),
                     "heldout_rows": list(split.heldout)}
 
     todo, done = [], []
@@ -200,35 +215,39 @@ def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = 
         sae = SAE(sae_cfg, store.d_model, store_mean=mean, store_std=std).to(device)
         opt = ConstrainedAdamW(sae.parameters(), [sae.W_dec], lr=cfg.lr, betas=cfg.adam_betas,
                                weight_decay=cfg.weight_decay)
-        members.append(Member(sae_cfg, run, sae, opt, StepTimer(device), WindowStats(sae.n_latents, device)))
-        if not run.config_path.exists():
+        members.append(Member(sae_cfg, run, sae, wrap(sae, world, device), opt, StepTimer(device),
+                              WindowStats(sae.n_latents, device)))
+        if world.is_main and not run.config_path.exists():
             expected = {**expected, "store_url": cfg.store, "n_latents": sae.n_latents,
                         "group_bounds": sae.group_bounds,
                         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             write_json_atomic(run.config_path, expected)
 
     pass_file = out / "passes" / f"{_pass_id([m.cfg.name for m in members], train_record)}.json"
-    start = _resume(members, pass_file)
-    if start >= n_steps:
-        log.info("every SAE of this pass reached step %d already", start)
+    start = _resume(members, pass_file, world)
+    world.barrier()  # rank 0 may have pruned logs; nobody trains before that
     batches = TrainingBatches(store, order, device=device, mode=cfg.data, start_step=start,
-                              n_steps=n_steps - start, verify_checksums=cfg.verify_checksums)
+                              n_steps=max(n_steps - start, 0), verify_checksums=cfg.verify_checksums,
+                              streams=[world.rank] if world.distributed else None)
     log.info(
-        "training %d SAE(s) on %s (%s) for %d steps of %d rows (%s data, rows %d..%d; %d held out)%s",
+        "training %d SAE(s) on %s (%s) for %d steps of %d rows (%s data, rows %d..%d; %d held out)%s%s",
         len(members), cfg.store, store.describe(), n_steps, cfg.batch_size, batches.mode, *split.train,
         split.n_heldout, f", resuming at step {start}" if start else "",
+        f", rank {world.rank} of {world.size}" if world.distributed else "",
     )
     wall = time.perf_counter()
-    _train(cfg, members, batches, start, n_steps, device, pass_file, on_step)
+    _train(cfg, members, batches, n_steps, device, pass_file, world, on_step if world.is_main else None)
     wall = time.perf_counter() - wall
-
+    world.barrier()
+    if not world.is_main:
+        return []
     for m in members:
         results.append(_finish(m, cfg, store, n_steps, wall))
     pass_file.unlink(missing_ok=True)
     return results
 
 
-def _resume(members: list[Member], pass_file: Path) -> int:
+def _resume(members: list[Member], pass_file: Path, world: World) -> int:
     if not pass_file.exists():
         for m in members:
             if m.run.checkpoint_steps():
@@ -236,7 +255,8 @@ def _resume(members: list[Member], pass_file: Path) -> int:
                     f"{m.run.path} holds checkpoints of another training pass (other SAEs trained with it): "
                     "rerun that exact command to finish it, or delete the directory"
                 )
-            (m.run.path / "metrics.jsonl").unlink(missing_ok=True)
+            if world.is_main:
+                (m.run.path / "metrics.jsonl").unlink(missing_ok=True)
         return 0
     step = json.loads(pass_file.read_text())["step"]
     for m in members:
@@ -253,7 +273,8 @@ def _resume(members: list[Member], pass_file: Path) -> int:
         m.opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=m.sae.W_dec.device,
                                          weights_only=True))
         m.timer.seconds = json.loads((ckpt / "state.json").read_text())["seconds"]
-        _truncate_log(m.run.path / "metrics.jsonl", step)
+        if world.is_main:
+            _truncate_log(m.run.path / "metrics.jsonl", step)
     log.info("resuming %d SAE(s) from step %d", len(members), step)
     return step
 
@@ -266,14 +287,14 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def _train(cfg: TrainConfig, members: list[Member], batches: TrainingBatches, start: int, n_steps: int,
-           device: torch.device, pass_file: Path, on_step: StepCallback | None) -> None:
+def _train(cfg: TrainConfig, members: list[Member], batches: TrainingBatches, n_steps: int,
+           device: torch.device, pass_file: Path, world: World, on_step: StepCallback | None) -> None:
     autocast = cfg.autocast_bf16 and device.type == "cuda"
-    first_step, t0 = start, None
+    first_step, t0 = 0, None
     for step, x_BD in batches:
         if t0 is None:  # rates count from the first batch: loading rows into memory is not training
             first_step, t0 = step, time.perf_counter()
-        if not bool(torch.isfinite(x_BD).all()):
+        if world.any(not bool(torch.isfinite(x_BD).all()), device):
             raise FitError(
                 f"batch {step} holds NaN or Inf activations: the store is damaged (run `pipeline store verify`); "
                 "checkpoints written so far are kept"
@@ -289,7 +310,7 @@ def _train(cfg: TrainConfig, members: list[Member], batches: TrainingBatches, st
             for group in m.opt.param_groups:
                 group["lr"] = cfg.lr * lr_scale
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                loss, parts = m.sae.loss(norm, l1_scale)
+                loss, parts = m.loss_fn(norm.x_BD, l1_scale)
             m.opt.zero_grad(set_to_none=True)
             loss.backward()
             m.opt.step()
@@ -302,16 +323,17 @@ def _train(cfg: TrainConfig, members: list[Member], batches: TrainingBatches, st
             status = []
             for m in members:
                 record = {"step": done, "tokens": done * cfg.batch_size, "lr": cfg.lr * lr_scale,
-                          "l1_scale": l1_scale, **m.window.flush(m.sae.group_bounds), "tokens_per_second": rate,
-                          "sae_seconds": m.timer.collect()}
-                m.log_line(record)
+                          "l1_scale": l1_scale, **m.window.flush(m.sae.group_bounds, world),
+                          "tokens_per_second": rate, "sae_seconds": m.timer.collect()}
+                if world.is_main:
+                    m.log_line(record)
                 status.append(f"{m.cfg.name}: loss {record['loss']:.4g} L0 {record['l0']:.1f} "
                               f"live {'/'.join(map(str, record['live_per_group']))}")
             if on_step is not None:
                 on_step(done, n_steps, status[0] + (f" (+{len(status) - 1} more)" if len(status) > 1 else ""))
         elif on_step is not None:
             on_step(done, n_steps, "")
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < n_steps:
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < n_steps and world.is_main:
             _checkpoint(members, done, pass_file)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,10 @@ _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32"
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # Under torchrun each process of a node takes its own GPU.
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise HarvestError(f"--device {device} asked for, but this machine has no CUDA GPU: use --device cpu")

@@ -110,7 +110,8 @@ def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute
         tokens_requested=cfg.tokens,
         chunk_rows=cfg.chunk_rows or default_chunk_rows(info.d_model),
         num_shards=cfg.num_shards,
-        harvest_config={k: v for k, v in vars(cfg).items() if k not in {"storage_options"}},
+        # Per-process settings (shard index, credentials) stay out: every shard must write the same attributes.
+        harvest_config={k: v for k, v in vars(cfg).items() if k not in {"storage_options", "shard"}},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         software={p: version(p) for p in ("torch", "transformers", "datasets", "zarr")},
     )

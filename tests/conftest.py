@@ -29,6 +29,15 @@ def kjv_file() -> Path:
 
 
 @pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on loopback; AWS_ENDPOINT_URL and dummy credentials point every client at it."""
+    from pipeline.bench.s3_server import moto_server
+
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     """The real Gemma-3-270M, converted once from its PyPI GGUF and cached under $HFG_CACHE."""
     from pipeline.demo import demo_model

@@ -10,7 +10,7 @@ from rich.table import Table
 from pipeline.bench.common import BenchReport, machine_info
 from pipeline.console import console, setup_logging
 
-SECTIONS = ("harvest", "store", "fit")
+SECTIONS = ("harvest", "store", "fit", "s3")
 
 
 @click.command()
@@ -33,6 +33,10 @@ def main(only: str, out: Path, workdir: str | None) -> None:
             from pipeline.bench import fit_bench
 
             fit_bench.run(report, workdir=workdir)
+        elif section == "s3":
+            from pipeline.bench import s3_bench
+
+            s3_bench.run(report, workdir=workdir)
         else:
             raise click.BadParameter(f"unknown section {section!r}; choose from {', '.join(SECTIONS)}")
     table = Table(title="benchmarks (ratios measured back to back in this run)", title_justify="left")

@@ -45,13 +45,17 @@ from pipeline.options import parse_storage_options, storage_option
 @click.option("--log-every", default=50, show_default=True)
 @click.option("--checkpoint-every", default=500, show_default=True)
 @click.option("--no-verify-checksums", "no_verify", is_flag=True, help="Skip the crc32c check of each chunk.")
+@click.option("--streams", type=int, default=None,
+              help="Streams per global batch [torchrun's WORLD_SIZE, else 1]; one process with --streams G "
+                   "sees the batches of a G-process job.")
 @storage_option
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def fit(store: str, out: str, variants, seeds, groups, gammas, l1s, expansion, norm, recon, no_verify,
         storage_options, as_json, **train) -> None:
     """Train SAEs from a store: every combination of the repeatable options, in one pass over the store.
 
-    Rerunning the same command after a crash resumes; finished SAEs are skipped.
+    Rerunning the same command after a crash resumes; finished SAEs are skipped. Under
+    `torchrun --nproc-per-node G -m pipeline fit ...` the G processes train data-parallel (DDP).
     """
     from fit.trainer import fit as run_fit
 
