@@ -1,5 +1,6 @@
 """Data-parallel fit under torchrun: 2 CPU processes on the gloo backend against one process."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -33,3 +34,67 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batches(tmp_pat
             assert torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-4), (name, k, (a[k] - b[k]).abs().max())
         log = (tmp_path / "ddp" / name / "metrics.jsonl").read_text().splitlines()
         assert len(log) == 4  # rank 0 alone logs
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def test_a_killed_two_process_fit_resumes_to_the_same_weights(tmp_path):
+    import json
+    import signal
+    import time
+
+    store = str(tmp_path / "s.zarr")
+    write_store(store, make_meta(n_rows=40000, d=128, chunk_rows=2048), synthetic_rows(40000, 128))
+    common = ["fit", "--store", store, "--variant", "hier", "--batch-size", 256, "--tokens", 256 * 400,
+              "--log-every", 10, "--checkpoint-every", 20, "--shuffle-rows", 4096, "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "pipeline", *map(str, common), "--out", str(tmp_path / "ddp")]
+    proc = subprocess.Popen(ddp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    passes = tmp_path / "ddp" / "passes"
+    deadline = time.monotonic() + 300
+    while True:
+        files = list(passes.glob("*.json")) if passes.exists() else []
+        try:
+            if files and json.loads(files[0].read_text())["step"] >= 20:
+                break
+        except ValueError:
+            pass
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for pid in [proc.pid, *_descendants(proc.pid)]:  # torchrun and both workers (in their own sessions)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "ddp" / "hier-K5-g1.5-l0.04-s0" / "training.json").exists()
+    resumed = subprocess.run(ddp, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming 1 SAE(s) from step" in resumed.stderr, resumed.stderr
+    clean = subprocess.run([*ddp[:-1], str(tmp_path / "clean")], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    a = load_file(str(tmp_path / "ddp" / "hier-K5-g1.5-l0.04-s0" / "sae.safetensors"))
+    b = load_file(str(tmp_path / "clean" / "hier-K5-g1.5-l0.04-s0" / "sae.safetensors"))
+    for k in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(a[k], b[k]), (k, (a[k] - b[k]).abs().max())  # same reduction order: exact
+    steps = [json.loads(line)["step"] for line in
+             (tmp_path / "ddp" / "hier-K5-g1.5-l0.04-s0" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(10, 401, 10))
