@@ -16,6 +16,13 @@ from pipeline.report.collect import Group
 COLORS = {"baseline": "#4C72B0", "hier": "#DD8452"}
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _color(group: Group, i: int) -> str:
     if group.sae["variant"] == "baseline" and group.sae["l1"] == 0.04:
         return COLORS["baseline"]
@@ -42,11 +49,7 @@ def training_curves(groups: list[Group], out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "training_curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "training_curves.png")
 
 
 def group_density_histograms(hier: Group, baseline: Group | None, out: Path) -> Path:
@@ -73,11 +76,7 @@ def group_density_histograms(hier: Group, baseline: Group | None, out: Path) -> 
     axes[0].set_ylabel("features")
     fig.suptitle(f"{hier.label}, seed {run['sae']['seed']}: feature densities on held-out tokens (dead at -6)",
                  fontsize=10)
-    fig.tight_layout()
-    path = out / "group_density_histograms.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "group_density_histograms.png")
 
 
 def live_per_group(groups: list[Group], out: Path) -> Path:
@@ -93,15 +92,12 @@ def live_per_group(groups: list[Group], out: Path) -> Path:
     ax.set_xlabel("group (penalty grows to the right)")
     ax.set_ylabel("fraction of the group's features live")
     ax.set_ylim(0, 1.05)
-    ax.set_xticks(np.arange(max((len(g.runs[0]["groups"]) for g in hier), default=0)))
-    ax.set_xticklabels([str(i + 1) for i in range(max((len(g.runs[0]["groups"]) for g in hier), default=0))])
+    k = max((len(g.runs[0]["groups"]) for g in hier), default=0)
+    ax.set_xticks(np.arange(k))
+    ax.set_xticklabels([str(i + 1) for i in range(k)])
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = out / "live_features_per_group.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "live_features_per_group.png")
 
 
 def mse_vs_l0(groups: list[Group], out: Path) -> Path:
@@ -114,8 +110,4 @@ def mse_vs_l0(groups: list[Group], out: Path) -> Path:
     ax.set_title("reconstruction against sparsity, every run", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "mse_vs_l0.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "mse_vs_l0.png")
