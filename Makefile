@@ -28,7 +28,9 @@ DEMO_RUNS := $(DEMO_DIR)/runs
 
 PAPER_DIR ?= runs/paper
 
-.PHONY: setup demo harvest fit report paper test lint bench clean-demo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser-deps demo harvest fit report paper test lint bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,14 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Headless Chromium for the feature browser's end-to-end test: Debian's package (Playwright cannot download
+# browsers here). A file target, so it installs once.
+/usr/bin/chromium:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+browser-deps: /usr/bin/chromium
+
 demo: setup
 	$(PY) -m pipeline demo-assets
 	$(PIPELINE) harvest --model $(HFG_CACHE)/gemma-3-270m --dataset $(HFG_CACHE)/demo-corpus.jsonl \
@@ -50,6 +60,7 @@ demo: setup
 		--tokens $(DEMO_FIT_TOKENS)
 	$(PIPELINE) evaluate $(DEMO_RUNS)
 	$(PIPELINE) report $(DEMO_RUNS) --out $(DEMO_DIR)/report
+	$(PIPELINE) browse $(DEMO_RUNS) --model $(HFG_CACHE)/gemma-3-270m --out $(DEMO_DIR)/site
 
 harvest: setup
 	$(PIPELINE) harvest --model $(MODEL) --dataset $(DATASET) --layer $(LAYER) --tokens $(TOKENS) --store $(STORE)
@@ -64,7 +75,7 @@ report: setup
 paper: setup
 	$(PIPELINE) experiment --store $(STORE) --out $(PAPER_DIR)
 
-test: setup
+test: setup browser-deps
 	$(PY) -m pytest -q
 
 lint: setup

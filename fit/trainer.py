@@ -144,6 +144,11 @@ class FitResult:
     final: dict
 
 
+def _absolute(url: str) -> str:
+    """Local store paths are recorded absolute, so evaluate and browse find them from any directory."""
+    return url if "://" in url else str(Path(url).resolve())
+
+
 def _pass_id(names: list[str], identity: dict) -> str:
     blob = json.dumps({"saes": sorted(names), "train": identity}, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:12]
@@ -218,7 +223,7 @@ def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCal
         members.append(Member(sae_cfg, run, sae, wrap(sae, world, device), opt, StepTimer(device),
                               WindowStats(sae.n_latents, device)))
         if world.is_main and not run.config_path.exists():
-            expected = {**expected, "store_url": cfg.store, "n_latents": sae.n_latents,
+            expected = {**expected, "store_url": _absolute(cfg.store), "n_latents": sae.n_latents,
                         "group_bounds": sae.group_bounds,
                         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             write_json_atomic(run.config_path, expected)

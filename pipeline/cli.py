@@ -58,7 +58,7 @@ def main() -> None:
         sys.exit(2)
 
 
-from pipeline.commands import demo_cmd, evaluate_cmd, fit_cmd, harvest_cmd, report_cmd, store_cmd  # noqa: E402
+from pipeline.commands import browse_cmd, demo_cmd, evaluate_cmd, fit_cmd, harvest_cmd, report_cmd, store_cmd  # noqa: E402
 
 cli.add_command(harvest_cmd.harvest)
 cli.add_command(store_cmd.store)
@@ -67,3 +67,4 @@ cli.add_command(fit_cmd.fit)
 cli.add_command(evaluate_cmd.evaluate)
 cli.add_command(report_cmd.report)
 cli.add_command(report_cmd.experiment)
+cli.add_command(browse_cmd.browse)

@@ -89,10 +89,14 @@ def progress_bar(description: str, unit: str) -> Iterator:
     """
     progress = make_progress()
     task = progress.add_task(description, total=None, unit=unit, info="")
-    state = {"logged": -1}
+    state: dict = {"logged": -1}
     log = logging.getLogger("pipeline")
 
     def update(done: int, total: int, info: str = "") -> None:
+        if total != state.get("total") or done < state.get("done", 0):  # a new stage reuses the bar
+            progress.reset(task)
+            state.update(total=total, logged=-1)
+        state["done"] = done
         progress.update(task, completed=done, total=total, info=info)
         if progress.disable and total:
             decile = int(10 * done / total)

@@ -39,7 +39,8 @@ def find_runs(paths: list[str]) -> list[Path]:
     return runs
 
 
-def _open(url: str) -> ActivationStore:
+def open_run_store(url: str) -> ActivationStore:
+    """A run's store, with store errors turned into one-line pipeline errors."""
     try:
         return open_store(url)
     except StoreError as exc:
@@ -61,7 +62,7 @@ def evaluate(run_paths: list[str], *, store_url: str | None = None, model: str |
         by_store[(url, tuple(config["train"]["heldout_rows"]))].append((run, sae, config))
     results = []
     for (url, heldout), members in by_store.items():
-        store = _open(url)
+        store = open_run_store(url)
         for run, _, config in members:
             if config["store"]["d_model"] != store.d_model or config["store"]["model_fingerprint"] != \
                     store.meta.model.fingerprint:
