@@ -112,7 +112,7 @@ class TrainConfig:
     l1_warmup_steps: int = 0
     """Linear warm-up of the sparsity penalty from 0 (the paper uses none)."""
     tokens: int | None = None
-    """Training tokens; None is one pass over the training rows (10M tokens -> ~4,900 steps of 2048)."""
+    """Training tokens; None is one pass over the training rows (10M tokens, 5% held out: ~4,640 steps of 2048)."""
     holdout: float = 0.05
     """Fraction of the store's contexts (its last ones) held out from training for evaluation."""
     data_seed: int = 0

@@ -228,7 +228,8 @@ def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCal
                         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             write_json_atomic(run.config_path, expected)
 
-    pass_file = out / "passes" / f"{_pass_id([m.cfg.name for m in members], train_record)}.json"
+    # Named after every SAE of the command, finished or not: a pass that died while writing its results resumes.
+    pass_file = out / "passes" / f"{_pass_id([s.name for s in saes], train_record)}.json"
     start = _resume(members, pass_file, world)
     world.barrier()  # rank 0 may have pruned logs; nobody trains before that
     batches = TrainingBatches(store, order, device=device, mode=cfg.data, start_step=start,
@@ -267,7 +268,10 @@ def _resume(members: list[Member], pass_file: Path, world: World) -> int:
     for m in members:
         ckpt = m.run.checkpoint_dir(step)
         if not ckpt.exists():
-            raise FitError(f"checkpoint {ckpt} is missing: delete {m.run.path} and train again")
+            raise FitError(
+                f"checkpoint {ckpt} is missing, but {pass_file} says the pass reached step {step}: delete that "
+                "file to train this pass from the start"
+            )
         state = load_file(str(ckpt / "sae.safetensors"))
         if state["W_dec"].shape[1] != m.sae.d_model:
             raise FitError(
@@ -288,7 +292,13 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError):  # a line torn by the crash
+            continue
     path.write_text("".join(line + "\n" for line in kept))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from harvest.errors import HarvestError
 
 STORE_DTYPES = ("bfloat16", "float16")
+MAX_CONTEXT = 32768
 COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
@@ -55,8 +56,9 @@ class HarvestConfig:
     def __post_init__(self) -> None:
         if self.tokens <= 0:
             raise HarvestError(f"--tokens must be positive, got {self.tokens}")
-        if self.context_length < 2:
-            raise HarvestError(f"--ctx must be at least 2 (BOS plus one token), got {self.context_length}")
+        if not 2 <= self.context_length <= MAX_CONTEXT:
+            raise HarvestError(f"--ctx must be 2..{MAX_CONTEXT} (BOS plus at least one token; positions are "
+                               f"stored as int16), got {self.context_length}")
         if self.layer < 0:
             raise HarvestError(f"--layer must be 0 or more, got {self.layer}")
         if self.batch_size is not None and self.batch_size <= 0:

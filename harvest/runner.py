@@ -92,7 +92,8 @@ def in_background(items: Iterable, maxsize: int = 16) -> Iterator:
         stop.set()
 
 
-def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute_dtype: torch.dtype) -> StoreMeta:
+def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute_dtype: torch.dtype,
+               batch_size: int) -> StoreMeta:
     info = model_info(model, cfg.model)
     from importlib.metadata import version
 
@@ -111,7 +112,8 @@ def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute
         chunk_rows=cfg.chunk_rows or default_chunk_rows(info.d_model),
         num_shards=cfg.num_shards,
         # Per-process settings (shard index, credentials) stay out: every shard must write the same attributes.
-        harvest_config={k: v for k, v in vars(cfg).items() if k not in {"storage_options", "shard"}},
+        harvest_config={**{k: v for k, v in vars(cfg).items() if k not in {"storage_options", "shard"}},
+                        "batch_size": batch_size},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         software={p: version(p) for p in ("torch", "transformers", "datasets", "zarr")},
     )
@@ -134,7 +136,7 @@ def harvest(cfg: HarvestConfig, on_progress: ProgressCallback | None = None) -> 
     log.info("loading %s on %s (%s)", cfg.model, device, str(compute_dtype).removeprefix("torch."))
     model = load_model(cfg.model, cfg.revision, device, compute_dtype)
     check_layer(model, cfg.layer, cfg.model)
-    meta = build_meta(cfg, model, tokenizer, source, compute_dtype)
+    meta = build_meta(cfg, model, tokenizer, source, compute_dtype, cfg.batch_size or default_batch_size(device))
 
     writer = StoreWriter.open(location, meta, shard=cfg.shard)
     if writer.done:
@@ -170,7 +172,7 @@ def _run(
     start_row, end_row = writer.resume_row, writer.end_row
     first_pos = writer.meta.context.first_position
     per_ctx = writer.meta.context.rows_per_context
-    batch = cfg.batch_size or default_batch_size(device)
+    batch = writer.meta.harvest_config["batch_size"]
     needed = rows.contexts_for_rows(start_row, end_row)
     # Batches sit on a fixed grid of `batch` contexts so that a resumed or sharded run feeds the model exactly
     # the batches an uninterrupted single run would, and so stores the same floats.

@@ -168,6 +168,10 @@ class StoreMeta:
             "context length": self.context.length,
             "include BOS": self.context.include_bos,
             "dtype": self.dtype,
+            "compute dtype": self.compute_dtype,
+            # The model runs on a fixed grid of this many contexts: a resumed or sharded run must keep it to
+            # write the floats an uninterrupted run would.
+            "batch size": self.harvest_config.get("batch_size"),
             "tokens": self.tokens_requested,
             "chunk rows": self.chunk_rows,
         }

@@ -16,6 +16,8 @@ import fsspec
 import zarr
 import zarr.storage
 
+from store.errors import StoreError
+
 
 @dataclass(frozen=True)
 class StoreLocation:
@@ -28,7 +30,7 @@ class StoreLocation:
 
     def __post_init__(self) -> None:
         if not self.url:
-            raise ValueError("store location is empty: pass a local path or an fsspec URL")
+            raise StoreError("the store location is empty: pass a local path or an fsspec URL")
         object.__setattr__(self, "url", str(self.url).rstrip("/") or "/")
 
     @cached_property
@@ -111,9 +113,13 @@ class StoreLocation:
             self.fs.pipe_file(path, data)
 
     def remove(self, key: str, *, recursive: bool = False) -> None:
+        """Delete a key (a folder with ``recursive``); a key that is already gone is fine."""
         path = self.path(key)
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=recursive)
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=recursive)
+        except FileNotFoundError:  # another process removed it first
+            pass
 
     def listdir(self, key: str) -> list[str]:
         """Names (not paths) of the entries under a key; empty when it does not exist."""

@@ -36,6 +36,8 @@ class WriterLock:
         self._token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self.lost = False
+        """Set when another process took over the lease (ours lapsed): the holder must stop writing."""
 
     def _describe(self) -> dict[str, object]:
         return {"pid": os.getpid(), "host": socket.gethostname(), "token": self._token, "time": time.time()}
@@ -97,6 +99,11 @@ class WriterLock:
     def _refresh(self) -> None:
         while not self._stop.wait(self.lease_seconds / 4):
             try:
+                lease = self._read_lease()
+                if lease is not None and lease.get("token") != self._token:
+                    self.lost = True
+                    log.error("another process took over the writer lease on %s", self.location)
+                    return
                 self.location.write_bytes_atomic(self.key, json.dumps(self._describe()).encode())
             except OSError as exc:  # a missed heartbeat is survivable; the next one may succeed
                 log.warning("could not refresh the writer lease on %s: %s", self.location, exc)

@@ -200,7 +200,8 @@ def open_store(
         raise StoreNotFoundError(
             f"no activation store at {location}: check the path, or create one with `pipeline harvest --store`"
         )
-    group = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=meta.complete or None)
+    # Consolidated metadata is used when present; a store whose finalize stopped early still opens.
+    group = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=None)
     if meta.complete:
         return ActivationStore(location, meta, group, meta.n_rows)
     written = written_prefix_rows(location, meta)

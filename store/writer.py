@@ -25,13 +25,20 @@ import zarr
 
 from store import dtypes
 from store import format as fmt
-from store.errors import IncompleteStoreError, StoreError, StoreMismatchError
+from store.errors import IncompleteStoreError, StoreError, StoreLockedError, StoreMismatchError
 from store.layout import RowMap, create_or_open_arrays, shard_chunk_range
 from store.location import StoreLocation
 from store.lock import WriterLock
 from store.stats import Moments, merge_all, moments_of
 
 log = logging.getLogger(__name__)
+
+
+RESUME_HINTS = {
+    "batch size": "rerun with --batch-size {} to continue it (or use another --store path)",
+    "compute dtype": "rerun with --dtype {} to continue it (or use another --store path)",
+}
+"""For settings that only decide how the rows are computed: how to continue the existing store."""
 
 
 @dataclass
@@ -147,9 +154,10 @@ class StoreWriter:
         mismatch = self.meta.first_mismatch(existing)
         if mismatch is not None:
             field, ours, theirs = mismatch
+            fix = RESUME_HINTS.get(field, "pass another --store path, or delete the old store to replace it")
             raise StoreMismatchError(
                 f"{self.location} already holds a store with {field} = {theirs!r}, but this run asks for "
-                f"{ours!r}: pass another --store path, or delete the old store to replace it"
+                f"{ours!r}: {fix.format(theirs)}"
             )
         if existing.num_shards != self.meta.num_shards:
             raise StoreMismatchError(
@@ -222,6 +230,11 @@ class StoreWriter:
         """
         if self.progress is None or j != self.progress.next_chunk or j >= self.progress.end_chunk:
             raise StoreError(f"chunk {j} written out of order (expected {self.next_chunk})")
+        if self._lock.lost:
+            raise StoreLockedError(
+                f"this writer lost its lease on {self.location} to another process: stopping before chunk {j}; "
+                "make sure only one process writes each shard"
+            )
         start, stop = self.rows.chunk_bounds(j)
         n = len(acts_raw)
         if acts_raw.shape[1:] != (self.meta.d_model,) or tokens.shape != (n,) or not (
@@ -380,6 +393,7 @@ def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
     if meta is None:
         raise StoreError(f"no store at {location}")
     if meta.complete:
+        _tidy(location)  # repairs a finalize that stopped after marking the store complete
         return True
     progresses = [read_progress(location, i, meta.num_shards) for i in range(meta.num_shards)]
     unfinished = [i for i, p in enumerate(progresses) if p is None or not p.finished]
@@ -419,7 +433,13 @@ def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
         harvest_seconds=max((p.seconds for p in progresses if p is not None), default=0.0),
     )
     group.attrs.update(attrs)
-    location.remove(fmt.WORK_DIR, recursive=True)
-    zarr.consolidate_metadata(location.zarr_store(read_only=False))
+    _tidy(location)
     log.info("store %s is complete: %d rows", location, n_rows)
     return True
+
+
+def _tidy(location: StoreLocation) -> None:
+    """The steps after `complete: true`: consolidate the metadata, drop the writers' bookkeeping. Idempotent."""
+    if b"consolidated_metadata" not in location.read_bytes("zarr.json"):
+        zarr.consolidate_metadata(location.zarr_store(read_only=False))
+    location.remove(fmt.WORK_DIR, recursive=True)

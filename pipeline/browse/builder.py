@@ -22,7 +22,7 @@ from pipeline.browse.logit_lens import LensResult, decoder_directions, logit_len
 from pipeline.browse.scan import scan
 from pipeline.browse.site import LEVELS, SiteWriter
 from pipeline.errors import PipelineError
-from pipeline.evaluate.runner import find_runs, open_run_store
+from pipeline.evaluate.runner import check_run_store, find_runs, open_run_store
 from store.reader import ActivationStore
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,7 @@ def _load_runs(cfg: BrowseConfig, dev: torch.device) -> dict[tuple[str, tuple[in
 
 def _check_store(store: ActivationStore, url: str, members: list[Run]) -> None:
     for run in members:
-        s = run.config["store"]
-        if s["d_model"] != store.d_model or s["model_fingerprint"] != store.meta.model.fingerprint:
-            raise PipelineError(f"{run.path} was trained on another store ({s['model']} d_model {s['d_model']}) "
-                                f"than {url} ({store.meta.model.name} d_model {store.d_model}): pass its --store")
+        check_run_store(run.path, run.config, store, url)
 
 
 def build_site(cfg: BrowseConfig, on_progress: Progress | None = None) -> Path:

@@ -15,7 +15,8 @@ from pipeline.console import console, progress_bar
 @click.option("--model", default=None, help="LM for the spliced KL/CE [the store's model].")
 @click.option("--no-kl", is_flag=True, help="Skip the LM forward passes (KL and CE).")
 @click.option("--kl-contexts", type=int, default=None, help="At most this many held-out contexts for KL/CE.")
-@click.option("--batch-contexts", default=2, show_default=True, help="Contexts per LM forward pass.")
+@click.option("--batch-contexts", default=2, show_default=True, type=click.IntRange(1),
+              help="Contexts per LM forward pass.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def evaluate(runs: tuple[str, ...], store_url, model, no_kl, kl_contexts, batch_contexts, device, as_json) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fit.runs import load_sae, write_json_atomic
+from fit.runs import RunDir, load_sae, store_identity, write_json_atomic
 from fit.sae import SAE
 from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import ReconstructionAccumulator, ce_recovered, cross_entropy_per_token, kl_per_token
@@ -39,6 +39,19 @@ def find_runs(paths: list[str]) -> list[Path]:
     return runs
 
 
+def check_run_store(run: Path, config: dict, store: ActivationStore, url: str) -> None:
+    """Refuse a store other than the one the run was trained on (another model, layer, data set or length):
+    its held-out rows would be other rows, or rows the run trained on."""
+    want = config["store"]
+    have = store_identity(store.meta, store.n_rows)
+    for key in want:
+        if want[key] != have.get(key):
+            raise PipelineError(
+                f"{run} was trained on another store than {url}: its {key} is {want[key]!r}, this store's is "
+                f"{have.get(key)!r}; pass the store it was trained on with --store"
+            )
+
+
 def open_run_store(url: str) -> ActivationStore:
     """A run's store, with store errors turned into one-line pipeline errors."""
     try:
@@ -55,6 +68,8 @@ def evaluate(run_paths: list[str], *, store_url: str | None = None, model: str |
                        ("cpu" if device == "auto" else device))
     by_store: dict[tuple, list[tuple[Path, SAE, dict]]] = defaultdict(list)
     for run in find_runs(run_paths):
+        if not RunDir(run).finished:
+            raise PipelineError(f"{run} has not finished training: rerun its `pipeline fit` command to finish it")
         sae, config = load_sae(run, dev)
         url = store_url or config.get("store_url")
         if url is None:
@@ -64,12 +79,7 @@ def evaluate(run_paths: list[str], *, store_url: str | None = None, model: str |
     for (url, heldout), members in by_store.items():
         store = open_run_store(url)
         for run, _, config in members:
-            if config["store"]["d_model"] != store.d_model or config["store"]["model_fingerprint"] != \
-                    store.meta.model.fingerprint:
-                raise PipelineError(
-                    f"{run} was trained on another store ({config['store']['model']} d_model "
-                    f"{config['store']['d_model']}) than {url} ({store.meta.model.name} d_model {store.d_model})"
-                )
+            check_run_store(run, config, store, url)
         start, stop = heldout
         if stop <= start:
             raise PipelineError(f"{members[0][0]} has no held-out rows (trained with --holdout 0)")

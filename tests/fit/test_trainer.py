@@ -152,3 +152,25 @@ def test_kill_9_and_resume_gives_the_uninterrupted_weights(tmp_path):
         assert same_weights(killed / name, clean / name), name
         steps = [json.loads(line)["step"] for line in (killed / name / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(10, 401, 10))  # the log has no gap and no duplicate either
+
+
+def test_a_pass_that_dies_while_writing_results_resumes_the_rest(store, tmp_path, monkeypatch):
+    import fit.trainer as trainer
+
+    cfg = train_cfg(store, tmp_path / "crash", tokens=256 * 30, checkpoint_every=10)
+    real_finish = trainer._finish
+
+    def finish_then_die(m, *args):
+        if m.cfg.name == HIER.name:
+            raise KeyboardInterrupt  # killed after the baseline's results were written
+        return real_finish(m, *args)
+
+    monkeypatch.setattr(trainer, "_finish", finish_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, [BASE, HIER])
+    monkeypatch.setattr(trainer, "_finish", real_finish)
+    results = fit(cfg, [BASE, HIER])  # the same command again
+    assert [r.name for r in results] == [BASE.name, HIER.name]
+    clean = fit(train_cfg(store, tmp_path / "clean", tokens=256 * 30, checkpoint_every=10), [BASE, HIER])
+    for a, b in zip(results, clean, strict=True):
+        assert same_weights(a.run_dir, b.run_dir), a.name

@@ -135,6 +135,8 @@ def test_rerun_with_other_settings_names_the_mismatch(tiny_model_dir, kjv_file, 
             "--store", store]
     assert run_cli(capsys, *base, "--layer", "2").code == 0
     assert_one_line_error(run_cli(capsys, *base, "--layer", "1"), "layer = 2", "asks for 1")
+    assert_one_line_error(run_cli(capsys, *base, "--layer", "2", "--batch-size", "3"), "batch size = 8",
+                          "rerun with --batch-size 8")
     other_data = tmp_path / "other.jsonl"
     other_data.write_text('{"text": "something else entirely"}\n' * 50)
     other = ["harvest", "--model", tiny_model_dir, "--dataset", other_data, "--tokens", "300", "--ctx", "32",

@@ -72,3 +72,12 @@ def test_another_model_is_refused(trained, tmp_path, capsys):
     other = save_tiny_model(tmp_path / "other", seed=1)
     _, runs = trained
     assert_one_line_error(run_cli(capsys, "evaluate", runs, "--model", other), "not the one the store was made from")
+
+
+def test_a_store_of_another_layer_is_refused(trained, tiny_model_dir, kjv_file, tmp_path, capsys):
+    _, runs = trained
+    other = tmp_path / "layer1.zarr"
+    harvest(HarvestConfig(store=str(other), model=str(tiny_model_dir), dataset=str(kjv_file), layer=1, tokens=4000,
+                          context_length=32, batch_size=8, chunk_rows=1024))
+    result = run_cli(capsys, "evaluate", runs, "--store", other, "--no-kl")
+    assert_one_line_error(result, "trained on another store", "its layer is 2, this store's is 1")

@@ -167,3 +167,39 @@ def test_data_set_running_out_shrinks_the_store(tmp_path):
     assert st.n_rows == 300 and st.meta.n_rows == 300
     np.testing.assert_allclose(st.moments().mean, st.read_rows(0, 300).double().mean(0).numpy(), rtol=1e-10)
     assert verify_store(str(tmp_path / "s.zarr")).ok
+
+
+def test_verify_catches_statistics_that_disagree_with_the_data(tmp_path, meta):
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    write_store(str(path), meta, synthetic_rows(1000, 8))
+    g = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    m2 = g["stats/chunk_m2"][2]
+    g["stats/chunk_m2"][2] = m2 * 1.01
+    errors = verify_store(str(path)).errors
+    assert any("chunk(s) 2" in e for e in errors) and any("stats/mean or stats/var" in e for e in errors)
+
+
+def test_a_finalize_that_stopped_early_is_repaired_by_finalize(tmp_path, meta):
+    """Marked complete, but not consolidated and with its writers' bookkeeping still there (a kill at that
+    moment, or two shards finalizing at once): it still opens, verify says so, and finalize repairs it."""
+    import zarr
+
+    from store.writer import finalize
+
+    path = tmp_path / "s.zarr"
+    write_store(str(path), meta, synthetic_rows(1000, 8))
+    raw = json.loads((path / "zarr.json").read_text())
+    raw.pop("consolidated_metadata")
+    (path / "zarr.json").write_text(json.dumps(raw))
+    (path / "_harvest").mkdir()
+    (path / "_harvest" / "progress-00000-of-00001.json").write_text("{}")
+    assert open_store(str(path)).n_rows == 1000
+    report = verify_store(str(path))
+    assert report.ok and any("not consolidated" in w for w in report.warnings)
+    assert finalize(StoreLocation(str(path))) is True
+    assert not (path / "_harvest").exists()
+    assert "consolidated_metadata" in (path / "zarr.json").read_text()
+    assert not verify_store(str(path)).warnings
+    assert zarr.open_group(str(path), mode="r", use_consolidated=True).attrs["complete"]
