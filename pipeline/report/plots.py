@@ -60,8 +60,13 @@ def group_density_histograms(hier: Group, baseline: Group | None, out: Path) -> 
     k = len(bounds)
     cols = k + (1 if baseline is not None else 0)
     fig, axes = plt.subplots(1, cols, figsize=(3.0 * cols, 3.2), sharey=True)
-    bins = np.linspace(-6, 0, 31)
-    floor = 1e-6
+    # The x range follows the live features' densities; dead features are counted in the titles.
+    live = np.concatenate([density[density > 0]] + ([np.asarray(baseline.runs[0]["feature_density"])]
+                                                    if baseline is not None else []))
+    live = live[live > 0]
+    lo = max(-6.0, np.floor(np.log10(live.min()) * 2) / 2) if len(live) else -6.0
+    bins = np.linspace(lo, 0, 31)
+    floor = 10**lo
     for g, (a, b) in enumerate(bounds):
         d = np.clip(density[a:b], floor, None)
         axes[g].hist(np.log10(d), bins=bins, color=COLORS["hier"], alpha=0.85)
@@ -74,8 +79,7 @@ def group_density_histograms(hier: Group, baseline: Group | None, out: Path) -> 
         axes[-1].set_title(f"baseline\n({len(d)} features, {int((d == 0).sum())} dead)", fontsize=9)
         axes[-1].set_xlabel("log10 feature density")
     axes[0].set_ylabel("features")
-    fig.suptitle(f"{hier.label}, seed {run['sae']['seed']}: feature densities on held-out tokens (dead at -6)",
-                 fontsize=10)
+    fig.suptitle(f"{hier.label}, seed {run['sae']['seed']}: feature densities on held-out tokens", fontsize=10)
     return _save(fig, out / "group_density_histograms.png")
 
 

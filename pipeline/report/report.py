@@ -15,18 +15,28 @@ PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304
 
 
 def fmt(stat: tuple[float, float, int] | tuple[float, float], digits: int = 4) -> str:
+    """``mean ± half-width``: the mean to ``digits`` significant digits, the interval to two."""
     mean, half = stat[0], stat[1]
     if mean is None or math.isnan(mean):
         return "–"
 
-    def f(v: float) -> str:
+    def f(v: float, sig: int) -> str:
         if float(v).is_integer() and abs(v) >= 1:
             return f"{v:,.0f}"
         if abs(v) >= 100:
             return f"{v:,.1f}"
-        return f"{v:.{digits}g}"
+        return f"{v:.{sig}g}"
 
-    return f(mean) if half is None or math.isnan(half) else f"{f(mean)} ± {f(half)}"
+    if half is None or math.isnan(half):
+        return f(mean, digits)
+    if half <= 1e-9 * max(abs(mean), 1e-12):  # identical across seeds (e.g. the clean model's CE)
+        return f"{f(mean, digits)} ± 0"
+    return f"{f(mean, digits)} ± {f(half, 2)}"
+
+
+def fmt_paper(stat: tuple[float, float]) -> str:
+    """A figure from the paper exactly as it printed it."""
+    return f"{stat[0]:,g} ± {stat[1]:g}"
 
 
 def _n(group: Group | None) -> str:
@@ -91,7 +101,7 @@ def _table1(groups: list[Group]) -> tuple[list[str], dict]:
         b = base.stat(key) if base else (float("nan"), float("nan"), 0)
         h = hier.stat(key) if hier else (float("nan"), float("nan"), 0)
         pb, ph = paper.TABLE_1[pkey]
-        head.append(f"| {label} | {fmt(b)} | {fmt(h)} | {fmt(pb)} | {fmt(ph)} |")
+        head.append(f"| {label} | {fmt(b)} | {fmt(h)} | {fmt_paper(pb)} | {fmt_paper(ph)} |")
         data[key] = {"baseline": b, "hier": h, "paper_baseline": pb, "paper_hier": ph}
     for label, key in extra:
         b = base.stat(key) if base else (float("nan"), float("nan"), 0)
@@ -160,7 +170,7 @@ def _ablations(groups: list[Group]) -> tuple[list[str], dict]:
     g_groups = {gm: find_group(groups, variant="hier", gamma=gm) for gm in (1.25, 1.5, 2.0)}
     lines += ["", "Progression factor γ (hier, K = 5, λ = 0.04), with the paper's KL.", "",
               cols.format("γ") + " KL (paper) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [row(f"{gm:g}", g, fmt(paper.GAMMA_KL[gm])) for gm, g in g_groups.items()]
+    lines += [row(f"{gm:g}", g, fmt_paper(paper.GAMMA_KL[gm])) for gm, g in g_groups.items()]
     l_groups = {(v, lam): find_group(groups, variant=v, l1=lam) for v in ("baseline", "hier") for lam in (0.04, 0.06)}
     lines += ["", f"Base penalty λ. Paper: {paper.LAMBDA_CLAIM}.", "",
               cols.format("variant, λ"), "|---|---|---|---|---|---|---|"]
@@ -196,7 +206,7 @@ def _group_table(hier: Group | None) -> tuple[list[str], list]:
     lines += ["", "The paper's group analysis (activation rate and intensity):", "",
               "| Groups | Activation rate | Intensity |", "|---|---|---|"]
     for name, v in paper.GROUPS.items():
-        lines.append(f"| {name} | {fmt(v['activation_rate'])} | {fmt(v['intensity'])} |")
+        lines.append(f"| {name} | {fmt_paper(v['activation_rate'])} | {fmt_paper(v['intensity'])} |")
     if len(rows) >= 4:
         early = [r for r in rows[:2]]
         late = [r for r in rows[-2:]]
