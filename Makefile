@@ -30,7 +30,7 @@ PAPER_DIR ?= runs/paper
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser-deps demo harvest fit report paper test lint bench clean-demo
+.PHONY: setup browser-deps demo demo-paper harvest fit report paper test lint bench clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ report: setup
 
 paper: setup
 	$(PIPELINE) experiment --store $(STORE) --out $(PAPER_DIR)
+
+# The paper's grid on the demo store (after `make demo`), with the demo's training length.
+demo-paper: setup
+	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/paper --tokens $(DEMO_FIT_TOKENS)
 
 test: setup browser-deps
 	$(PY) -m pytest -q
