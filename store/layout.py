@@ -88,9 +88,6 @@ class RowMap:
     def context_of(self, row: int) -> int:
         return row // self.rows_per_context
 
-    def context_start_row(self, context: int) -> int:
-        return context * self.rows_per_context
-
     def contexts_for_rows(self, start: int, stop: int) -> range:
         """Contexts that contribute at least one row to [start, stop)."""
         if stop <= start:
