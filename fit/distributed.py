@@ -15,8 +15,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fit.errors import FitError
-
 
 @dataclass(frozen=True)
 class World:
@@ -62,20 +60,6 @@ def init_world(device: str) -> World:
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def world_device(world: World, device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device(f"cuda:{world.local_rank}")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FitError(f"--device {device} asked for, but this machine has no CUDA GPU: use --device cpu")
-        if world.distributed and dev.index is None:
-            return torch.device(f"cuda:{world.local_rank}")
-    return dev
 
 
 class LossModule(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from store.errors import UserError
 
-class FitError(Exception):
+
+class FitError(UserError):
     """A problem with the fit's inputs (store, run directory, batches) that the user can act on."""

@@ -23,13 +23,14 @@ from safetensors.torch import load_file
 
 from fit.config import SAEConfig, TrainConfig
 from fit.data import TrainingBatches
-from fit.distributed import World, all_reduce_any, all_reduce_mean, init_world, shutdown, world_device, wrap
+from fit.distributed import World, all_reduce_any, all_reduce_mean, init_world, shutdown, wrap
 from fit.errors import FitError
 from fit.export import export_saelens
 from fit.optim import ConstrainedAdamW
 from fit.runs import RunDir, check_config, save_weights, store_identity, write_json_atomic
 from fit.sae import SAE, Normalised
 from store.batches import BatchOrder
+from store.device import resolve_device
 from store.errors import StoreError
 from store.reader import ActivationStore, open_store
 
@@ -185,7 +186,7 @@ def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = 
 
 def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCallback | None) -> list[FitResult]:
     store = _open_store(cfg)
-    device = world_device(world, cfg.device)
+    device = resolve_device(cfg.device)
     streams = cfg.streams or world.size
     if world.distributed and streams != world.size:
         raise FitError(f"--streams {streams} must equal the number of processes ({world.size}) under torchrun")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from store.errors import UserError
 
-class HarvestError(Exception):
+
+class HarvestError(UserError):
     """A problem with the harvest's inputs (model, data set, layer) that the user can act on."""

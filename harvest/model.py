@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
@@ -17,18 +16,6 @@ from store.format import ModelInfo, TokenizerInfo
 log = logging.getLogger(__name__)
 
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        # Under torchrun each process of a node takes its own GPU.
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise HarvestError(f"--device {device} asked for, but this machine has no CUDA GPU: use --device cpu")
-    return dev
 
 
 def resolve_compute_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -24,11 +24,11 @@ from harvest.model import (
     load_tokenizer,
     model_info,
     resolve_compute_dtype,
-    resolve_device,
     special_tokens,
     tokenizer_info,
 )
 from store import dtypes
+from store.device import resolve_device
 from store.format import ContextInfo, StoreMeta, default_chunk_rows
 from store.location import StoreLocation
 from store.writer import ChunkSink, StoreWriter, finalize

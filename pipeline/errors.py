@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from store.errors import UserError
 
-class PipelineError(Exception):
+
+class PipelineError(UserError):
     """A problem the user can act on, raised by the pipeline package itself."""

@@ -6,7 +6,16 @@ Every error is meant to be shown to a user as one line: it names the problem and
 from __future__ import annotations
 
 
-class StoreError(Exception):
+class UserError(Exception):
+    """The one base of every error a user can act on, in every stage.
+
+    It lives here because every package depends on ``store`` and nothing else is shared by all of them. The
+    CLI catches this one type and prints its message as one line; anything else is a bug and keeps its
+    traceback.
+    """
+
+
+class StoreError(UserError):
     """A problem with an activation store that the user can act on."""
 
 

@@ -23,6 +23,7 @@ from pipeline.browse.scan import scan
 from pipeline.browse.site import LEVELS, SiteWriter
 from pipeline.errors import PipelineError
 from pipeline.evaluate.runner import check_run_store, find_runs, open_run_store
+from store.device import resolve_device
 from store.reader import ActivationStore
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,7 @@ def _check_store(store: ActivationStore, url: str, members: list[Run]) -> None:
 
 def build_site(cfg: BrowseConfig, on_progress: Progress | None = None) -> Path:
     """Build the site; returns its index.html."""
-    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if cfg.device == "auto" else cfg.device))
+    dev = resolve_device(cfg.device)
 
     def progress(what: str) -> Callable[[int, int], None] | None:
         return None if on_progress is None else (lambda done, total: on_progress(done, total, what))

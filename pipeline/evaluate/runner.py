@@ -16,6 +16,7 @@ from fit.sae import SAE
 from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import ReconstructionAccumulator, ce_recovered, cross_entropy_per_token, kl_per_token
 from pipeline.evaluate.splice import Splicer
+from store.device import resolve_device
 from store.errors import StoreError
 from store.reader import ActivationStore, open_store
 
@@ -64,8 +65,7 @@ def evaluate(run_paths: list[str], *, store_url: str | None = None, model: str |
              kl: bool = True, kl_contexts: int | None = None, batch_contexts: int = 4, device: str = "auto",
              on_progress: Progress | None = None) -> list[dict]:
     """Evaluate every run; runs on the same store share one read of the held-out rows and one LM pass."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     by_store: dict[tuple, list[tuple[Path, SAE, dict]]] = defaultdict(list)
     for run in find_runs(run_paths):
         if not RunDir(run).finished:
