@@ -1,4 +1,4 @@
-"""The harvest configuration; the CLI maps its options one to one onto these fields."""
+"""The harvest configuration; the CLI's options are generated from these fields."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class HarvestConfig:
     dataset_config: str | None = None
     """Hub data set configuration name, if it has several."""
     split: str = "train"
+    """Data set split to stream."""
     text_field: str = "text"
     """Column holding the text (local .txt files always use ``text``)."""
     layer: int = 19
@@ -50,6 +51,7 @@ class HarvestConfig:
     shard: int = 0
     """This process's shard (0-based) of a harvest split over several processes or nodes."""
     num_shards: int = 1
+    """How many shards the harvest is split into; each writes its own chunks of the one store."""
     storage_options: dict[str, Any] = field(default_factory=dict)
     """fsspec options for the store (credentials, endpoint)."""
 

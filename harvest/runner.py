@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
@@ -17,7 +15,7 @@ import torch
 from harvest.config import HarvestConfig
 from harvest.data import Context, ContextStream, DataSource
 from harvest.errors import HarvestError
-from harvest.model import (
+from harvest.lm import (
     LayerCapture,
     check_layer,
     load_model,
@@ -28,10 +26,13 @@ from harvest.model import (
     tokenizer_info,
 )
 from store import dtypes
+from store.background import Background
 from store.device import resolve_device
-from store.format import ContextInfo, StoreMeta, default_chunk_rows
+from store.finalize import finalize
+from store.format import ContextInfo, StoreMeta, ceil_div, default_chunk_rows
 from store.location import StoreLocation
-from store.writer import ChunkSink, StoreWriter, finalize
+from store.sink import ChunkSink
+from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -58,38 +59,6 @@ class HarvestResult:
 
 def default_batch_size(device: torch.device) -> int:
     return 64 if device.type == "cuda" else 8
-
-
-def in_background(items: Iterable, maxsize: int = 16) -> Iterator:
-    """Iterate ``items`` on a helper thread, so reading and tokenising overlap the forward passes."""
-    q: queue.Queue = queue.Queue(maxsize)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as exc:  # re-raised by the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=produce, name="contexts", daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute_dtype: torch.dtype,
@@ -160,6 +129,61 @@ def _chain(first: Context, rest: Iterator[Context]) -> Iterator[Context]:
     yield from rest
 
 
+@dataclass(frozen=True)
+class ShardPlan:
+    """The rows this run writes, and the grid of context batches that produces them."""
+
+    start_row: int
+    """The first row still to write (resume point)."""
+    end_row: int
+    """One past the last row this shard owns."""
+    context: ContextInfo
+    batch: int
+    """Contexts per forward pass."""
+    first_context: int
+    """The first context of the first batch run (on the grid, so possibly before ``start_row``'s)."""
+    stop_context: int
+    """One past the last context of the last batch run."""
+
+    @classmethod
+    def of(cls, writer: StoreWriter) -> ShardPlan:
+        meta = writer.meta
+        batch = meta.harvest_config["batch_size"]
+        needed = meta.context.contexts_between(writer.resume_row, writer.end_row)
+        # Batches sit on a fixed grid of `batch` contexts so that a resumed or sharded run feeds the model exactly
+        # the batches an uninterrupted single run would, and so stores the same floats.
+        return cls(
+            start_row=writer.resume_row, end_row=writer.end_row, context=meta.context, batch=batch,
+            first_context=(needed.start // batch) * batch,
+            stop_context=min(ceil_div(needed.stop, batch) * batch, meta.n_contexts),
+        )
+
+    @property
+    def todo(self) -> int:
+        return self.end_row - self.start_row
+
+    def batch_starts(self) -> range:
+        return range(self.first_context, self.stop_context, self.batch)
+
+    def contexts_in_batch(self, first_context: int) -> int:
+        return min(self.batch, self.stop_context - first_context)
+
+    def rows_of(self, c: Context) -> int:
+        """Rows that context ``c`` stores (fewer when the data set ended inside it)."""
+        if c.n_real == self.context.length:
+            return self.context.rows_per_context
+        return c.n_real - self.context.first_position
+
+    def end_of(self, c: Context | None) -> int:
+        """The row after the last row context ``c`` stores (0 for no context)."""
+        return 0 if c is None else c.index * self.context.rows_per_context + self.rows_of(c)
+
+    def rows_to_write(self, first_context: int, n_valid: int) -> tuple[int, int]:
+        """Of a batch's ``n_valid`` rows (offsets from its first row), the range [lo, hi) this run writes."""
+        base = first_context * self.context.rows_per_context
+        return max(self.start_row - base, 0), min(self.end_row - base, n_valid)
+
+
 def _run(
     cfg: HarvestConfig,
     writer: StoreWriter,
@@ -168,68 +192,16 @@ def _run(
     device: torch.device,
     on_progress: ProgressCallback | None,
 ) -> int:
-    rows = writer.rows
-    start_row, end_row = writer.resume_row, writer.end_row
-    first_pos = writer.meta.context.first_position
-    per_ctx = writer.meta.context.rows_per_context
-    batch = writer.meta.harvest_config["batch_size"]
-    needed = rows.contexts_for_rows(start_row, end_row)
-    # Batches sit on a fixed grid of `batch` contexts so that a resumed or sharded run feeds the model exactly
-    # the batches an uninterrupted single run would, and so stores the same floats.
-    first_ctx = (needed.start // batch) * batch
-    last_ctx = min(-(-needed.stop // batch) * batch, writer.meta.n_contexts)
-    if start_row:
-        log.info("resuming %s at row %d (context %d)", writer.location, start_row, needed.start)
-    log.info(
-        "harvesting %s layer %d -> %s: rows %d..%d in contexts of %d, %d contexts per batch",
-        cfg.model, cfg.layer, writer.location, start_row, end_row, cfg.context_length, batch,
-    )
-    capture = LayerCapture(model, cfg.layer)
+    """Write this shard's rows from ``contexts``; returns the rows written."""
+    plan = ShardPlan.of(writer)
+    _log_start(cfg, writer, plan)
     sink = ChunkSink(writer)
-    todo = end_row - start_row
-    produced = 0
     seen = _LastSeen(contexts)
-
-    def rows_of(c: Context) -> int:
-        return per_ctx if c.n_real == cfg.context_length else c.n_real - first_pos
-
-    data_end: int | None = None  # set when the data set runs out: the row after its last token
     try:
-        source = in_background(c for c in seen if c.index >= first_ctx)
-        for batch_start in range(first_ctx, last_ctx, batch):
-            want = min(batch, last_ctx - batch_start)
-            group = list(islice(source, want))
-            if not group:
-                data_end = 0 if seen.last is None else seen.last.index * per_ctx + rows_of(seen.last)
-                break
-            ids_BT = torch.from_numpy(np.stack([c.tokens for c in group])).to(device)
-            acts_BTD = capture(ids_BT)
-            # Row r of the flattened batch is store row batch_start * per_ctx + r.
-            acts_ND = acts_BTD[:, first_pos:].reshape(-1, acts_BTD.shape[-1])
-            toks_N = ids_BT[:, first_pos:].reshape(-1)
-            n_valid = (len(group) - 1) * per_ctx + rows_of(group[-1])
-            lo = max(start_row - batch_start * per_ctx, 0)
-            hi = min(end_row - batch_start * per_ctx, n_valid)
-            if hi > lo:
-                block = acts_ND[lo:hi]
-                _check_finite(block, cfg, batch_start * per_ctx + lo, per_ctx)
-                sink.put(batch_start * per_ctx + lo, dtypes.encode(block, cfg.store_dtype),
-                         toks_N[lo:hi].cpu().numpy().astype(np.int32))
-                produced += hi - lo
-                if on_progress is not None:
-                    on_progress(produced, todo)
-            if len(group) < want or group[-1].n_real < cfg.context_length:
-                data_end = batch_start * per_ctx + n_valid
-                break
-        if data_end is not None and data_end < end_row:
-            log.warning("the data set ran out at row %d, before the %d tokens asked for", data_end, cfg.tokens)
-            if data_end <= start_row:
-                sink.close()
-                writer.mark_exhausted(data_end)
-            else:
-                sink.flush_partial()
-        else:
-            sink.close()
+        with Background((c for c in seen if c.index >= plan.first_context), 16, "contexts") as source:
+            produced, data_end = _write_batches(cfg, plan, LayerCapture(model, cfg.layer), source, seen, sink,
+                                                device, on_progress)
+        _end(cfg, plan, writer, sink, data_end)
     except BaseException:
         # Keep what is already complete: the chunks queued before the failure are written and committed.
         try:
@@ -238,6 +210,68 @@ def _run(
             log.debug("writer also failed while closing: %s", exc)
         raise
     return produced
+
+
+def _log_start(cfg: HarvestConfig, writer: StoreWriter, plan: ShardPlan) -> None:
+    if plan.start_row:
+        log.info("resuming %s at row %d (context %d)", writer.location, plan.start_row,
+                 plan.context.context_of_row(plan.start_row))
+    log.info(
+        "harvesting %s layer %d -> %s: rows %d..%d in contexts of %d, %d contexts per batch",
+        cfg.model, cfg.layer, writer.location, plan.start_row, plan.end_row, cfg.context_length, plan.batch,
+    )
+
+
+def _write_batches(cfg: HarvestConfig, plan: ShardPlan, capture: LayerCapture, source: Iterator[Context],
+                   seen: _LastSeen, sink: ChunkSink, device: torch.device,
+                   on_progress: ProgressCallback | None) -> tuple[int, int | None]:
+    """Run the batches of the plan. Returns the rows written and, when the data set ran out, the row after its
+    last token (else None)."""
+    produced = 0
+    for first_context in plan.batch_starts():
+        want = plan.contexts_in_batch(first_context)
+        group = list(islice(source, want))
+        if not group:
+            return produced, plan.end_of(seen.last)
+        n_valid = (len(group) - 1) * plan.context.rows_per_context + plan.rows_of(group[-1])
+        lo, hi = plan.rows_to_write(first_context, n_valid)
+        if hi > lo:
+            produced += _write_batch(cfg, plan, capture, sink, group, first_context, (lo, hi), device)
+            if on_progress is not None:
+                on_progress(produced, plan.todo)
+        if len(group) < want or group[-1].n_real < cfg.context_length:
+            return produced, first_context * plan.context.rows_per_context + n_valid
+    return produced, None
+
+
+def _write_batch(cfg: HarvestConfig, plan: ShardPlan, capture: LayerCapture, sink: ChunkSink, group: list[Context],
+                 first_context: int, rows: tuple[int, int], device: torch.device) -> int:
+    """One forward pass over a batch of contexts; queues rows [lo, hi) of its flattened rows. Returns hi - lo."""
+    ids_CT = torch.from_numpy(np.stack([c.tokens for c in group])).to(device)
+    acts_CTD = capture(ids_CT)
+    first_pos = plan.context.first_position
+    # Row r of the flattened batch is store row first_row + r.
+    first_row = first_context * plan.context.rows_per_context
+    acts_BD = acts_CTD[:, first_pos:].reshape(-1, acts_CTD.shape[-1])
+    tokens_B = ids_CT[:, first_pos:].reshape(-1)
+    lo, hi = rows
+    block_BD = acts_BD[lo:hi]
+    _check_finite(block_BD, cfg, first_row + lo, plan.context.rows_per_context)
+    sink.put(first_row + lo, dtypes.encode(block_BD, cfg.store_dtype), tokens_B[lo:hi].cpu().numpy().astype(np.int32))
+    return hi - lo
+
+
+def _end(cfg: HarvestConfig, plan: ShardPlan, writer: StoreWriter, sink: ChunkSink, data_end: int | None) -> None:
+    """Write what is queued; when the data set ran out, end the store at its last token."""
+    if data_end is None or data_end >= plan.end_row:
+        sink.close()
+        return
+    log.warning("the data set ran out at row %d, before the %d tokens asked for", data_end, cfg.tokens)
+    if data_end <= plan.start_row:
+        sink.close()
+        writer.mark_exhausted(data_end)
+    else:
+        sink.flush_partial()
 
 
 class _LastSeen:
@@ -253,8 +287,8 @@ class _LastSeen:
             yield c
 
 
-def _check_finite(block_ND: torch.Tensor, cfg: HarvestConfig, first_row: int, per_ctx: int) -> None:
-    finite = torch.isfinite(block_ND).all(dim=-1)
+def _check_finite(block_BD: torch.Tensor, cfg: HarvestConfig, first_row: int, per_ctx: int) -> None:
+    finite = torch.isfinite(block_BD).all(dim=-1)
     if bool(finite.all()):
         return
     bad = int((~finite).nonzero()[0, 0]) + first_row

@@ -13,8 +13,6 @@ no reads of the skipped part, and two processes with the same settings see ident
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +21,9 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from store.background import Background
 from store.errors import StoreError
+from store.format import ceil_div
 from store.reader import ActivationStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class BatchOrder:
     def pieces(self) -> tuple[Piece, ...]:
         a, b = self.row_range
         out = []
-        for j in range(a // self.chunk_rows, -(-b // self.chunk_rows)):
+        for j in range(a // self.chunk_rows, ceil_div(b, self.chunk_rows)):
             lo, hi = max(a, j * self.chunk_rows), min(b, (j + 1) * self.chunk_rows)
             if hi > lo:
                 out.append((j, lo, hi))
@@ -171,52 +171,33 @@ class ShuffledBatches:
         self._ring = [] if pin_memory else [
             torch.zeros((self._rows_per_batch, store.d_model), dtype=self.dtype) for _ in range(max(1, prefetch) + 2)
         ]
-        self._queue: queue.Queue = queue.Queue(max(1, prefetch))
-        self._stop = threading.Event()
+        self._prefetch_depth = max(1, prefetch)
+        self._prefetch: Background | None = None
+        self._started = False
         if read_workers is None:
             # Local reads are memory copies: a helper thread only contends with the gather for cores and memory
             # bandwidth (measured slower on 2 cores). Object stores need concurrent requests to hide latency.
             read_workers = 0 if store.location.is_local else 8
         self._pool = ThreadPoolExecutor(read_workers, thread_name_prefix="chunk-read") if read_workers else None
-        self._thread: threading.Thread | None = None
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
-        if self._thread is not None:
+        if self._started:
             raise StoreError("a ShuffledBatches can be iterated once")
+        self._started = True
         if not self.background:
             yield from self._generate()
             return
-        self._thread = threading.Thread(target=self._produce, name="batch-prefetch", daemon=True)
-        self._thread.start()
+        self._prefetch = Background(self._generate(), self._prefetch_depth, "batch-prefetch")
         try:
-            for _ in range(self.n_steps):
-                item = self._queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            yield from self._prefetch
         finally:
             self.close()
 
     def close(self) -> None:
-        self._stop.set()
-        while True:  # unblock the producer
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+        if self._prefetch is not None:
+            self._prefetch.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def _batch_buffer(self, k: int) -> torch.Tensor:
         if self.pin_memory:
@@ -239,14 +220,6 @@ class ShuffledBatches:
                 yield epoch * bpe + b, out
                 k += 1
             step = epoch * bpe + last
-
-    def _produce(self) -> None:
-        try:
-            for item in self._generate():
-                if not self._put(item):
-                    return
-        except BaseException as exc:  # re-raised in the consumer
-            self._put(exc)
 
     def read_window(self, pieces: list[Piece], buffer: torch.Tensor) -> Future:
         """Start reading a window's pieces concurrently into ``buffer``; returns a future of the filled rows."""

@@ -15,17 +15,17 @@ import torch
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def encode(acts_ND: torch.Tensor, dtype: str) -> np.ndarray:
+def encode(acts_BD: torch.Tensor, dtype: str) -> np.ndarray:
     """Round activations to the store's dtype and return the array zarr writes (uint16 bits for bf16)."""
-    low = acts_ND.detach().to(TORCH_DTYPES[dtype]).cpu()
+    low = acts_BD.detach().to(TORCH_DTYPES[dtype]).cpu()
     if dtype == "bfloat16":
         return low.view(torch.uint16).numpy()
     return low.numpy()
 
 
-def decode(raw_ND: np.ndarray | torch.Tensor, dtype: str, device: torch.device | str | None = None) -> torch.Tensor:
+def decode(raw_BD: np.ndarray | torch.Tensor, dtype: str, device: torch.device | str | None = None) -> torch.Tensor:
     """Stored values -> float32 tensor (moved to ``device`` first, so only 16-bit data crosses the bus)."""
-    t = torch.from_numpy(raw_ND) if isinstance(raw_ND, np.ndarray) else raw_ND
+    t = torch.from_numpy(raw_BD) if isinstance(raw_BD, np.ndarray) else raw_BD
     if device is not None:
         t = t.to(device, non_blocking=True)
     if dtype == "bfloat16":
@@ -33,8 +33,8 @@ def decode(raw_ND: np.ndarray | torch.Tensor, dtype: str, device: torch.device |
     return t.view(torch.float16).float()
 
 
-def decode_numpy(raw_ND: np.ndarray, dtype: str) -> np.ndarray:
+def decode_numpy(raw_BD: np.ndarray, dtype: str) -> np.ndarray:
     """Stored values -> float32 numpy array (for readers that do not want torch)."""
     if dtype == "bfloat16":
-        return (raw_ND.astype(np.uint32) << 16).view(np.float32)
-    return raw_ND.astype(np.float32)
+        return (raw_BD.astype(np.uint32) << 16).view(np.float32)
+    return raw_BD.astype(np.float32)

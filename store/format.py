@@ -41,8 +41,13 @@ def default_chunk_rows(d_model: int, itemsize: int = 2) -> int:
     return rows
 
 
+def ceil_div(a: int, b: int) -> int:
+    """``a / b`` rounded up, for non-negative ``a`` and positive ``b`` (the one ceil division of the code base)."""
+    return -(-a // b)
+
+
 def n_chunks(n_rows: int, chunk_rows: int) -> int:
-    return -(-n_rows // chunk_rows)
+    return ceil_div(n_rows, chunk_rows)
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,46 @@ class ContextInfo:
 
     @property
     def first_position(self) -> int:
+        """The position (within a context) of its first stored row."""
         return 0 if self.include_bos else 1
+
+    def n_contexts(self, n_rows: int) -> int:
+        """Contexts that ``n_rows`` rows span (the last may be short)."""
+        return ceil_div(n_rows, self.rows_per_context)
+
+    def context_of_row(self, row: int) -> int:
+        return row // self.rows_per_context
+
+    def contexts_between(self, start: int, stop: int) -> range:
+        """Contexts with at least one row in [start, stop)."""
+        if stop <= start:
+            return range(0)
+        return range(self.context_of_row(start), self.context_of_row(stop - 1) + 1)
+
+    def context_rows(self, c: int, n_rows: int) -> tuple[int, int]:
+        """Rows [start, stop) of context ``c`` in a store of ``n_rows`` rows."""
+        start = c * self.rows_per_context
+        return min(start, n_rows), min(start + self.rows_per_context, n_rows)
+
+
+IDENTITY_LABELS = {
+    "model_revision": "model revision",
+    "model_fingerprint": "model weights (fingerprint)",
+    "dataset_config": "dataset config",
+    "dataset_split": "dataset split",
+    "text_field": "dataset text field",
+    "data_files": "dataset files",
+    "context_length": "context length",
+    "include_bos": "include BOS",
+    "compute_dtype": "compute dtype",
+    "batch_size": "batch size",
+    "chunk_rows": "chunk rows",
+}
+"""Identity key -> how messages name it (keys not listed read as they are)."""
+
+
+def identity_label(key: str) -> str:
+    return IDENTITY_LABELS.get(key, key)
 
 
 @dataclass(frozen=True)
@@ -154,35 +198,43 @@ class StoreMeta:
 
     @property
     def n_contexts(self) -> int:
-        return -(-self.n_rows // self.context.rows_per_context)
+        return self.context.n_contexts(self.n_rows)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide a store's content; two harvests agreeing on them write the same rows."""
+        """The fields that decide a store's content; two harvests agreeing on them write the same rows.
+
+        JSON-serialisable, with snake_case keys (IDENTITY_LABELS names them for people).
+        """
         return {
             "model": self.model.name,
-            "model revision": self.model.revision,
-            "model weights (fingerprint)": self.model.fingerprint,
+            "model_revision": self.model.revision,
+            "model_fingerprint": self.model.fingerprint,
             "layer": self.layer,
-            "dataset": dataclasses.asdict(self.dataset),
+            "dataset": self.dataset.name,
+            "dataset_config": self.dataset.config,
+            "dataset_split": self.dataset.split,
+            "text_field": self.dataset.text_field,
+            "data_files": self.dataset.data_files,
             "tokenizer": self.tokenizer.name,
-            "context length": self.context.length,
-            "include BOS": self.context.include_bos,
+            "context_length": self.context.length,
+            "include_bos": self.context.include_bos,
             "dtype": self.dtype,
-            "compute dtype": self.compute_dtype,
+            "compute_dtype": self.compute_dtype,
             # The model runs on a fixed grid of this many contexts: a resumed or sharded run must keep it to
             # write the floats an uninterrupted run would.
-            "batch size": self.harvest_config.get("batch_size"),
+            "batch_size": self.harvest_config.get("batch_size"),
             "tokens": self.tokens_requested,
-            "chunk rows": self.chunk_rows,
+            "chunk_rows": self.chunk_rows,
         }
 
     def first_mismatch(self, other: StoreMeta) -> tuple[str, Any, Any] | None:
-        """(field, ours, theirs) for the first identity field that differs, else None."""
+        """(identity key, ours, theirs) for the first identity field that differs, else None."""
         mine, theirs = self.identity(), other.identity()
         for key, value in mine.items():
             if theirs[key] != value:
                 return key, value, theirs[key]
         return None
+
 
     def to_attrs(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

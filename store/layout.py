@@ -1,4 +1,4 @@
-"""Creating and opening the Zarr arrays of a store, and the row <-> chunk <-> context arithmetic."""
+"""Creating and opening the Zarr arrays of a store, and which rows each chunk holds."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import zarr.errors
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
 from store import format as fmt
+from store.location import StoreLocation
 
 # Zarr warns about every non-Zarr folder (our _harvest/ bookkeeping) when it lists a hierarchy.
 warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component of a Zarr hierarchy")
@@ -63,19 +64,26 @@ def create_or_open_arrays(group: zarr.Group, meta: fmt.StoreMeta) -> dict[str, z
     return arrays
 
 
+def read_meta(location: StoreLocation) -> fmt.StoreMeta | None:
+    """The store's attributes, or None when nothing is at the location yet."""
+    if not location.exists("zarr.json"):
+        return None
+    group = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=False)
+    return fmt.StoreMeta.from_attrs(dict(group.attrs), where=str(location))
+
+
 @dataclass(frozen=True)
 class RowMap:
-    """Which context and position each row holds, and which rows each chunk holds.
+    """Which rows each chunk holds, and which context and position each row holds.
 
-    Contexts are laid down in order, ``rows_per_context`` rows each, so a row's context and position are a
-    function of its index; the store also writes them out (``context_ids``, ``positions``) so that a plain-zarr
-    reader needs no arithmetic.
+    Contexts are laid down in order (``ContextInfo`` does that arithmetic), so a row's context and position
+    are a function of its index; the store also writes them out (``context_ids``, ``positions``) so that a
+    plain-zarr reader needs no arithmetic.
     """
 
     n_rows: int
     chunk_rows: int
-    rows_per_context: int
-    first_position: int
+    context: fmt.ContextInfo
 
     @property
     def n_chunks(self) -> int:
@@ -85,25 +93,18 @@ class RowMap:
         start = j * self.chunk_rows
         return start, min(start + self.chunk_rows, self.n_rows)
 
-    def context_of(self, row: int) -> int:
-        return row // self.rows_per_context
-
-    def contexts_for_rows(self, start: int, stop: int) -> range:
-        """Contexts that contribute at least one row to [start, stop)."""
-        if stop <= start:
-            return range(0)
-        return range(self.context_of(start), self.context_of(stop - 1) + 1)
-
     def ids_and_positions(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         rows = np.arange(start, stop, dtype=np.int64)
+        per_ctx = self.context.rows_per_context
         return (
-            (rows // self.rows_per_context).astype(np.int32),
-            (rows % self.rows_per_context + self.first_position).astype(np.int16),
+            (rows // per_ctx).astype(np.int32),
+            (rows % per_ctx + self.context.first_position).astype(np.int16),
         )
 
     @classmethod
-    def of(cls, meta: fmt.StoreMeta) -> RowMap:
-        return cls(meta.n_rows, meta.chunk_rows, meta.context.rows_per_context, meta.context.first_position)
+    def of(cls, meta: fmt.StoreMeta, n_rows: int | None = None) -> RowMap:
+        """The map of a store's rows (of its first ``n_rows``, when only those can be read)."""
+        return cls(meta.n_rows if n_rows is None else n_rows, meta.chunk_rows, meta.context)
 
 
 def shard_chunk_range(n_chunks: int, shard: int, num_shards: int) -> range:

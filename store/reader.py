@@ -9,7 +9,9 @@ zarr, so stores written by other tools with compression still read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -20,11 +22,11 @@ from zarr.codecs import BytesCodec, Crc32cCodec
 from store import dtypes
 from store import format as fmt
 from store.errors import CorruptStoreError, IncompleteStoreError, StoreError, StoreNotFoundError
-from store.layout import RowMap
+from store.layout import RowMap, read_meta
 from store.location import StoreLocation
+from store.progress import read_progress
 from store.split import RowSplit, split_rows
 from store.stats import Moments, merge_all
-from store.writer import read_meta, read_progress
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,7 @@ class ActivationStore:
     partial: bool = False
 
     def __post_init__(self) -> None:
-        self.rows = RowMap(
-            self.n_rows, self.meta.chunk_rows, self.meta.context.rows_per_context, self.meta.context.first_position
-        )
+        self.rows = RowMap.of(self.meta, self.n_rows)
         self._acts = self.group[fmt.ACTIVATIONS]
         codecs = tuple(self._acts.metadata.codecs)
         self.fast_path = (
@@ -72,6 +72,58 @@ class ActivationStore:
     def chunk_nbytes(self) -> int:
         """Bytes of one full activation chunk file (payload plus the 4-byte checksum)."""
         return self.chunk_rows * self.d_model * self._itemsize + 4
+
+    # -- contexts -----------------------------------------------------------------------------------------------
+    @property
+    def rows_per_context(self) -> int:
+        return self.meta.context.rows_per_context
+
+    @property
+    def n_contexts(self) -> int:
+        """Contexts the readable rows span (the last may be short)."""
+        return self.meta.context.n_contexts(self.n_rows)
+
+    def context_of_row(self, row: int) -> int:
+        return self.meta.context.context_of_row(row)
+
+    def contexts_between(self, start: int, stop: int) -> range:
+        """Contexts with at least one row in [start, stop)."""
+        return self.meta.context.contexts_between(start, stop)
+
+    def context_rows(self, c: int) -> tuple[int, int]:
+        """Rows [start, stop) of context ``c``, clipped to the store's readable rows."""
+        return self.meta.context.context_rows(c, self.n_rows)
+
+    def context_input_ids(self, contexts: Sequence[int], pad_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The token ids the LM saw for these contexts, (C, context_length) int64, and their real lengths (C,).
+
+        Position 0 holds BOS, the stored tokens follow from ``first_position``, and a short last context is
+        padded with ``pad_id`` (default: the store tokenizer's pad id, else 0).
+        """
+        ctx, tok = self.meta.context, self.meta.tokenizer
+        pad = (tok.pad_token_id or 0) if pad_id is None else pad_id
+        ids_CT = np.full((len(contexts), ctx.length), pad, dtype=np.int64)
+        n_real_C = np.zeros(len(contexts), dtype=np.int64)
+        if not len(contexts):
+            return ids_CT, n_real_C
+        bad = [c for c in contexts if not 0 <= c < self.n_contexts]
+        if bad:
+            raise StoreError(f"context {bad[0]} is outside the store's 0..{self.n_contexts - 1}")
+        # One read of the span the contexts cover: token reads decompress whole chunks, so per-context reads
+        # would decompress the same chunk again and again.
+        span_start = self.context_rows(min(contexts))[0]
+        tokens = self.tokens(span_start, self.context_rows(max(contexts))[1])
+        for i, c in enumerate(contexts):
+            lo, hi = self.context_rows(c)
+            ids_CT[i, ctx.first_position : ctx.first_position + hi - lo] = tokens[lo - span_start : hi - span_start]
+            ids_CT[i, 0] = tok.bos_token_id
+            n_real_C[i] = ctx.first_position + hi - lo
+        return ids_CT, n_real_C
+
+    def identity(self) -> dict[str, Any]:
+        """What a run records of its store, and what decides whether two stores hold the same rows: the
+        store's identity (:meth:`StoreMeta.identity`) plus its readable rows and width. JSON-serialisable."""
+        return {**self.meta.identity(), "d_model": self.d_model, "n_rows": self.n_rows}
 
     # -- activations ------------------------------------------------------------------------------------------
     def chunk_key(self, j: int) -> str:
@@ -131,7 +183,7 @@ class ActivationStore:
         if not self.fast_path:
             return np.asarray(self._acts[start:stop])
         out = np.empty((stop - start, self.d_model), dtype=self.meta.storage_dtype)
-        j0, j1 = start // self.chunk_rows, -(-stop // self.chunk_rows)
+        j0, j1 = start // self.chunk_rows, fmt.ceil_div(stop, self.chunk_rows)
         for j in range(j0, j1):
             c0, c1 = self.rows.chunk_bounds(j)
             lo, hi = max(c0, start), min(c1, stop)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from store.errors import StoreError
+from store.format import ceil_div
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def split_rows(n_rows: int, rows_per_context: int, holdout_fraction: float) -> R
     """Hold out the last ``round(n_contexts * holdout_fraction)`` contexts (at least one when the fraction > 0)."""
     if not 0.0 <= holdout_fraction < 1.0:
         raise StoreError(f"holdout fraction {holdout_fraction} must be in [0, 1)")
-    n_contexts = -(-n_rows // rows_per_context)
+    n_contexts = ceil_div(n_rows, rows_per_context)
     held = 0 if holdout_fraction == 0 else max(1, round(n_contexts * holdout_fraction))
     if held >= n_contexts:
         raise StoreError(

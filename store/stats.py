@@ -33,13 +33,13 @@ class Moments:
         return float(self.m2.sum())
 
 
-def moments_of(rows_ND: np.ndarray, block_rows: int = 2048) -> Moments:
+def moments_of(rows_BD: np.ndarray, block_rows: int = 2048) -> Moments:
     """Moments of a block of rows, accumulated in float64 a block at a time to bound memory."""
-    n, d = rows_ND.shape
+    n, d = rows_BD.shape
     total = Moments(0, np.zeros(d), np.zeros(d))
     with np.errstate(invalid="ignore"):  # NaN rows give NaN moments; `store verify` reports them
         for start in range(0, n, block_rows):
-            block = rows_ND[start : start + block_rows].astype(np.float64)
+            block = rows_BD[start : start + block_rows].astype(np.float64)
             mean = block.mean(axis=0)
             m2 = np.square(block - mean).sum(axis=0)
             total = merge(total, Moments(block.shape[0], mean, m2))
@@ -59,13 +59,14 @@ def merge(a: Moments, b: Moments) -> Moments:
     return Moments(n, mean, m2)
 
 
-def merge_all(counts: np.ndarray, means_CD: np.ndarray, m2s_CD: np.ndarray) -> Moments:
-    """Merge per-chunk moments in one vectorised step (same result as folding :func:`merge`)."""
+def merge_all(counts: np.ndarray, chunk_means: np.ndarray, chunk_m2s: np.ndarray) -> Moments:
+    """Merge per-chunk moments (``chunk_means``, ``chunk_m2s``: (n_chunks, D)) in one vectorised step (same result
+    as folding :func:`merge`)."""
     counts = np.asarray(counts, dtype=np.float64)
     n = counts.sum()
     if n == 0:
-        return Moments(0, np.zeros(means_CD.shape[1]), np.zeros(means_CD.shape[1]))
+        return Moments(0, np.zeros(chunk_means.shape[1]), np.zeros(chunk_means.shape[1]))
     with np.errstate(invalid="ignore"):
-        mean = (counts[:, None] * means_CD).sum(axis=0) / n
-        m2 = m2s_CD.sum(axis=0) + (counts[:, None] * np.square(means_CD - mean)).sum(axis=0)
+        mean = (counts[:, None] * chunk_means).sum(axis=0) / n
+        m2 = chunk_m2s.sum(axis=0) + (counts[:, None] * np.square(chunk_means - mean)).sum(axis=0)
     return Moments(int(n), mean, m2)

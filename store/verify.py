@@ -138,8 +138,7 @@ def _check_chunks(
 
 
 def _check_row_metadata(store: ActivationStore, report: VerifyReport) -> None:
-    rows = RowMap(store.n_rows, store.chunk_rows, store.meta.context.rows_per_context,
-                  store.meta.context.first_position)
+    rows = RowMap.of(store.meta, store.n_rows)
     vocab = store.meta.tokenizer.vocab_size
     problems = []
     step = max(store.chunk_rows, 1 << 20)

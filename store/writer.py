@@ -1,8 +1,7 @@
-"""Writing a store: create or resume it, write whole chunks, commit progress, finalize.
+"""Writing a store: create or resume it, write whole chunks in order, commit progress after each.
 
-Crash safety rests on one ordering rule: a chunk's activations, token ids and statistics are written first,
-then the writer's progress file is replaced (atomically) to count the chunk as done. A chunk written but not
-counted is simply written again on resume, so kill -9 at any moment loses at most the chunk in flight.
+The ordering rule that makes this crash-safe is in :mod:`store.progress`; :class:`store.sink.ChunkSink` feeds
+a writer from a background thread, and :func:`store.finalize.finalize` completes the store.
 
 A harvest may be split into shards. Shard ``i`` of ``N`` owns a contiguous run of chunks, writes only those,
 and keeps its own lock and progress file; the last shard to finish finalizes the store.
@@ -14,11 +13,8 @@ import dataclasses
 import errno
 import json
 import logging
-import queue
 import shutil
-import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import zarr
@@ -26,67 +22,21 @@ import zarr
 from store import dtypes
 from store import format as fmt
 from store.errors import IncompleteStoreError, StoreError, StoreLockedError, StoreMismatchError
-from store.layout import RowMap, create_or_open_arrays, shard_chunk_range
+from store.finalize import finalize
+from store.layout import RowMap, create_or_open_arrays, read_meta, shard_chunk_range
 from store.location import StoreLocation
 from store.lock import WriterLock
-from store.stats import Moments, merge_all, moments_of
+from store.progress import ShardProgress, lock_key, read_progress
+from store.stats import moments_of
 
 log = logging.getLogger(__name__)
 
 
 RESUME_HINTS = {
-    "batch size": "rerun with --batch-size {} to continue it (or use another --store path)",
-    "compute dtype": "rerun with --dtype {} to continue it (or use another --store path)",
+    "batch_size": "rerun with --batch-size {} to continue it (or use another --store path)",
+    "compute_dtype": "rerun with --dtype {} to continue it (or use another --store path)",
 }
 """For settings that only decide how the rows are computed: how to continue the existing store."""
-
-
-@dataclass
-class ShardProgress:
-    """What one writer has committed; replaced atomically after every chunk."""
-
-    shard: int
-    num_shards: int
-    first_chunk: int
-    end_chunk: int
-    chunks_done: int = 0
-    """Chunks first_chunk .. first_chunk + chunks_done - 1 are written and counted."""
-    finished: bool = False
-    exhausted_at_row: int | None = None
-    """Set when the data set ran out: the store ends at this row."""
-    seconds: float = 0.0
-    """Wall-clock seconds spent writing, summed over resumed runs."""
-
-    @property
-    def key(self) -> str:
-        return progress_key(self.shard, self.num_shards)
-
-    @property
-    def next_chunk(self) -> int:
-        return self.first_chunk + self.chunks_done
-
-
-def progress_key(shard: int, num_shards: int) -> str:
-    return f"{fmt.WORK_DIR}/progress-{shard:05d}-of-{num_shards:05d}.json"
-
-
-def lock_key(shard: int, num_shards: int) -> str:
-    return f"{fmt.WORK_DIR}/writer-{shard:05d}-of-{num_shards:05d}.lock"
-
-
-def read_meta(location: StoreLocation) -> fmt.StoreMeta | None:
-    """The store's attributes, or None when nothing is at the location yet."""
-    if not location.exists("zarr.json"):
-        return None
-    group = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=False)
-    return fmt.StoreMeta.from_attrs(dict(group.attrs), where=str(location))
-
-
-def read_progress(location: StoreLocation, shard: int, num_shards: int) -> ShardProgress | None:
-    try:
-        return ShardProgress(**json.loads(location.read_bytes(progress_key(shard, num_shards))))
-    except FileNotFoundError:
-        return None
 
 
 class StoreWriter:
@@ -156,7 +106,8 @@ class StoreWriter:
             field, ours, theirs = mismatch
             fix = RESUME_HINTS.get(field, "pass another --store path, or delete the old store to replace it")
             raise StoreMismatchError(
-                f"{self.location} already holds a store with {field} = {theirs!r}, but this run asks for "
+                f"{self.location} already holds a store with {fmt.identity_label(field)} = {theirs!r}, but this "
+                f"run asks for "
                 f"{ours!r}: {fix.format(theirs)}"
             )
         if existing.num_shards != self.meta.num_shards:
@@ -301,145 +252,3 @@ class StoreWriter:
 
     def close(self) -> None:
         self._lock.release()
-
-
-class ChunkSink:
-    """Background writer: accepts blocks of consecutive rows, assembles whole chunks, writes them.
-
-    ``put`` returns at once unless ``max_pending`` blocks wait, which bounds memory; an error in the writer
-    thread surfaces on the next ``put`` or on ``close``.
-    """
-
-    def __init__(self, writer: StoreWriter, max_pending: int = 8) -> None:
-        self.writer = writer
-        self._queue: queue.Queue = queue.Queue(max_pending)
-        self._error: BaseException | None = None
-        self._row = writer.resume_row
-        self._acts: list[np.ndarray] = []
-        self._tokens: list[np.ndarray] = []
-        self._buffered = 0
-        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
-        self._thread.start()
-        self.rows_written = 0
-
-    def put(self, start_row: int, acts_raw: np.ndarray, tokens: np.ndarray) -> None:
-        """Queue rows [start_row, start_row + len) ; blocks must arrive in order, without gaps."""
-        self._raise_if_failed()
-        self._queue.put((start_row, acts_raw, tokens))
-
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _run(self) -> None:
-        try:
-            while (item := self._queue.get()) is not None:
-                self._absorb(*item)
-        except BaseException as exc:  # handed to the producer thread
-            self._error = exc
-            while self._queue.get() is not None:  # drain so the producer never blocks forever
-                pass
-
-    def _absorb(self, start_row: int, acts_raw: np.ndarray, tokens: np.ndarray) -> None:
-        expected = self._row + self._buffered
-        if start_row != expected:
-            raise StoreError(f"rows arrived out of order: got row {start_row}, expected {expected}")
-        self._acts.append(acts_raw)
-        self._tokens.append(tokens)
-        self._buffered += len(acts_raw)
-        while self._buffered and self.writer.next_chunk < self.writer.end_chunk:
-            start, stop = self.writer.rows.chunk_bounds(self.writer.next_chunk)
-            if self._buffered < stop - start:
-                break
-            acts = np.concatenate(self._acts) if len(self._acts) > 1 else self._acts[0]
-            toks = np.concatenate(self._tokens) if len(self._tokens) > 1 else self._tokens[0]
-            n = stop - start
-            self.writer.write_chunk(self.writer.next_chunk, acts[:n], toks[:n])
-            self.rows_written += n
-            self._acts, self._tokens = ([acts[n:]], [toks[n:]]) if len(acts) > n else ([], [])
-            self._row, self._buffered = stop, self._buffered - n
-
-    def flush_partial(self) -> int:
-        """After the data set ran out: write the rows buffered so far as the store's last, short chunk.
-
-        Returns the row at which the store now ends.
-        """
-        self.close()
-        end = self._row + self._buffered
-        if self._buffered:
-            acts, toks = np.concatenate(self._acts), np.concatenate(self._tokens)
-            self.writer.write_chunk(self.writer.next_chunk, acts, toks, last=True)
-            self.rows_written += len(acts)
-            self._acts, self._tokens, self._row, self._buffered = [], [], end, 0
-        else:
-            self.writer.mark_exhausted(end)
-        return end
-
-    def close(self) -> None:
-        """Wait until every queued row is written (a partial last chunk stays buffered)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        self._raise_if_failed()
-
-
-def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
-    """Merge statistics and mark the store complete, once every shard has finished.
-
-    Returns True when the store is complete. With ``missing_ok`` an unfinished shard returns False (the last
-    shard to finish calls this); without it, an unfinished shard raises naming it.
-    """
-    meta = read_meta(location)
-    if meta is None:
-        raise StoreError(f"no store at {location}")
-    if meta.complete:
-        _tidy(location)  # repairs a finalize that stopped after marking the store complete
-        return True
-    progresses = [read_progress(location, i, meta.num_shards) for i in range(meta.num_shards)]
-    unfinished = [i for i, p in enumerate(progresses) if p is None or not p.finished]
-    if unfinished:
-        if missing_ok:
-            return False
-        raise IncompleteStoreError(
-            f"{location}: shard(s) {', '.join(map(str, unfinished[:10]))} of {meta.num_shards} have not "
-            "finished: run (or rerun) them, then finalize again"
-        )
-    exhausted = [p.exhausted_at_row for p in progresses if p is not None and p.exhausted_at_row is not None]
-    n_rows = min([meta.n_rows, *exhausted])
-    if n_rows == 0:
-        raise StoreError(
-            f"the data set gave no tokens, so {location} is empty: check the data set, split and text field"
-        )
-    group = zarr.open_group(location.zarr_store(read_only=False), mode="r+", use_consolidated=False)
-    chunk_rows = meta.chunk_rows
-    chunks = fmt.n_chunks(n_rows, chunk_rows)
-    if n_rows < meta.n_rows:
-        log.warning("the data set ran out: %s holds %d tokens, not the %d asked for", location, n_rows, meta.n_rows)
-        for name in (fmt.ACTIVATIONS, fmt.TOKENS, fmt.CONTEXT_IDS, fmt.POSITIONS):
-            arr = group[name]
-            arr.resize((n_rows, *arr.shape[1:]))
-        for name in (fmt.CHUNK_MEAN, fmt.CHUNK_M2):
-            arr = group[name]
-            arr.resize((chunks, arr.shape[1]))
-    counts = np.full(chunks, chunk_rows)
-    counts[-1] = n_rows - (chunks - 1) * chunk_rows
-    total: Moments = merge_all(counts, group[fmt.CHUNK_MEAN][:], group[fmt.CHUNK_M2][:])
-    group[fmt.MEAN][:] = total.mean
-    group[fmt.VAR][:] = total.var
-    attrs = meta.to_attrs()
-    attrs.update(
-        complete=True,
-        n_rows=n_rows,
-        harvest_seconds=max((p.seconds for p in progresses if p is not None), default=0.0),
-    )
-    group.attrs.update(attrs)
-    _tidy(location)
-    log.info("store %s is complete: %d rows", location, n_rows)
-    return True
-
-
-def _tidy(location: StoreLocation) -> None:
-    """The steps after `complete: true`: consolidate the metadata, drop the writers' bookkeeping. Idempotent."""
-    if b"consolidated_metadata" not in location.read_bytes("zarr.json"):
-        zarr.consolidate_metadata(location.zarr_store(read_only=False))
-    location.remove(fmt.WORK_DIR, recursive=True)

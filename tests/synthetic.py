@@ -10,7 +10,8 @@ import torch
 from store import dtypes
 from store.format import ContextInfo, DatasetInfo, ModelInfo, StoreMeta, TokenizerInfo
 from store.location import StoreLocation
-from store.writer import ChunkSink, StoreWriter
+from store.sink import ChunkSink
+from store.writer import StoreWriter
 
 
 def make_meta(n_rows: int = 1000, d: int = 8, chunk_rows: int = 128, ctx: int = 16, **overrides) -> StoreMeta:

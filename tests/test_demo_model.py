@@ -8,7 +8,7 @@ import torch
 from cli_helpers import run_cli
 
 from harvest.data import ContextStream, DataSource
-from harvest.model import LayerCapture, load_model
+from harvest.lm import LayerCapture, load_model
 from store import open_store
 
 pytestmark = pytest.mark.slow

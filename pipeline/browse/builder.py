@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import defaultdict
@@ -10,40 +9,45 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from fit.runs import load_sae
+from fit.runs import RunDir, find_runs, load_sae
 from fit.sae import SAE
+from harvest.lm import load_store_lm, load_store_tokenizer
 from pipeline.browse import pages
 from pipeline.browse.config import BrowseConfig
 from pipeline.browse.decode import token_texts, vocab_texts
 from pipeline.browse.logit_lens import LensResult, decoder_directions, logit_lens
 from pipeline.browse.scan import scan
 from pipeline.browse.site import LEVELS, SiteWriter
+from pipeline.browse.stats import FeatureStats
 from pipeline.errors import PipelineError
-from pipeline.evaluate.runner import check_run_store, find_runs, open_run_store
+from pipeline.evaluate.record import EvalRecord
+from pipeline.evaluate.runner import check_run_store
 from store.device import resolve_device
-from store.reader import ActivationStore
+from store.reader import ActivationStore, open_store
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+StepProgress = Callable[[int, int], None]
 
 
 @dataclass
 class Run:
     key: str
     """Unique among the site's runs and safe in a path and a URL fragment."""
-    path: Path
+    run: RunDir
     sae: SAE
     config: dict
 
 
-def _keys(paths: list[Path]) -> list[str]:
+def _keys(runs: list[RunDir]) -> list[str]:
     keys: list[str] = []
-    for p in paths:
-        base = re.sub(r"[^A-Za-z0-9._-]", "_", p.name) or "run"
+    for run in runs:
+        base = re.sub(r"[^A-Za-z0-9._-]", "_", run.name) or "run"
         key, i = base, 2
         while key in keys:
             key, i = f"{base}-{i}", i + 1
@@ -51,44 +55,20 @@ def _keys(paths: list[Path]) -> list[str]:
     return keys
 
 
-def _evaluation(run: Run, url: str, heldout: tuple[int, int]) -> dict | None:
-    """The run's eval.json when it measured the same rows this site shows, else None."""
-    path = run.path / "eval.json"
-    if not path.exists():
+def _evaluation(run: Run, url: str, heldout: tuple[int, int]) -> EvalRecord | None:
+    """The run's evaluation when it measured the same rows this site shows, else None."""
+    if not run.run.evaluated:
         return None
-    ev = json.loads(path.read_text())
-    same = ev.get("store", {}).get("url") == url and tuple(ev.get("store", {}).get("heldout_rows", ())) == heldout
+    ev = EvalRecord.read(run.run.eval_path)
+    same = ev.store.url == url and tuple(ev.store.heldout_rows) == heldout
     if not same:
-        log.warning("%s: eval.json measured another store or rows than %s %s; not shown", run.path, url, heldout)
+        log.warning("%s: eval.json measured another store or rows than %s %s; not shown", run.run, url, heldout)
     return ev if same else None
-
-
-def _tokenizer(cfg: BrowseConfig, store: ActivationStore):
-    from harvest.errors import HarvestError
-    from harvest.model import load_tokenizer
-
-    name = cfg.tokenizer or cfg.model or store.meta.tokenizer.name
-    revision = store.meta.model.revision if name == store.meta.model.name else None
-    try:
-        return load_tokenizer(name, revision)
-    except HarvestError as exc:
-        raise PipelineError(f"{exc}: pass --tokenizer PATH (a folder holding the store's tokenizer)") from exc
 
 
 def _unembedding(cfg: BrowseConfig, store: ActivationStore) -> torch.Tensor:
     """W_U (V, D) of the LM named by --model or the store, refused if it is not the store's model."""
-    from harvest.errors import HarvestError
-    from harvest.model import load_model, model_info
-
-    name = cfg.model or store.meta.model.name
-    try:
-        lm = load_model(name, store.meta.model.revision if cfg.store_model else None, torch.device("cpu"),
-                        torch.float32)
-    except HarvestError as exc:
-        raise PipelineError(f"{exc} (the store was made with '{store.meta.model.name}'; pass --model)") from exc
-    if model_info(lm, name).fingerprint != store.meta.model.fingerprint:
-        raise PipelineError(f"model '{name}' is not the one the store was made from ('{store.meta.model.name}': "
-                            "its embedding fingerprint differs): pass the right --model")
+    lm = load_store_lm(store.meta, cfg.model, torch.device("cpu"), torch.float32)
     return lm.get_output_embeddings().weight.detach()
 
 
@@ -110,127 +90,180 @@ def _similar(members: list[Run]) -> dict[str, list[list[list]]]:
 
 def _load_runs(cfg: BrowseConfig, dev: torch.device) -> dict[tuple[str, tuple[int, int]], list[Run]]:
     """The runs, grouped by the store and held-out rows they are shown on."""
-    paths = find_runs(list(cfg.runs))
+    runs = find_runs(list(cfg.runs))
     by_store: dict[tuple[str, tuple[int, int]], list[Run]] = defaultdict(list)
-    for key, path in zip(_keys(paths), paths, strict=True):
-        sae, config = load_sae(path, dev)
+    for key, run in zip(_keys(runs), runs, strict=True):
+        sae, config = load_sae(run, dev)
         url = cfg.store_url or config.get("store_url")
         if url is None:
-            raise PipelineError(f"{path} does not record its store: pass --store")
+            raise PipelineError(f"{run} does not record its store: pass --store")
         start, stop = config["train"]["heldout_rows"]
         if stop <= start:
-            raise PipelineError(f"{path} has no held-out rows (trained with --holdout 0): the browser shows "
+            raise PipelineError(f"{run} has no held-out rows (trained with --holdout 0): the browser shows "
                                 "held-out rows only, so retrain with --holdout above 0")
-        by_store[(url, (start, stop))].append(Run(key, path, sae, config))
+        by_store[(url, (start, stop))].append(Run(key, run, sae, config))
     return by_store
 
 
-def _check_store(store: ActivationStore, url: str, members: list[Run]) -> None:
-    for run in members:
-        check_run_store(run.path, run.config, store, url)
+def _progress(on_progress: Progress | None, what: str) -> StepProgress | None:
+    return None if on_progress is None else (lambda done, total: on_progress(done, total, what))
 
 
 def build_site(cfg: BrowseConfig, on_progress: Progress | None = None) -> Path:
     """Build the site; returns its index.html."""
     dev = resolve_device(cfg.device)
-
-    def progress(what: str) -> Callable[[int, int], None] | None:
-        return None if on_progress is None else (lambda done, total: on_progress(done, total, what))
-
     groups = _load_runs(cfg, dev)
-    site_meta = {
+    site_meta = _site_meta(cfg)
+    with SiteWriter(Path(cfg.out)) as site:
+        for s, ((url, heldout), members) in enumerate(groups.items()):
+            shown = _ShownStore(f"s{s}", url, heldout, open_store(url))
+            site_meta["runs"] += _build_store(site, shown, members, cfg, dev, on_progress)
+            site_meta["stores"].append(_store_meta(shown, members, cfg))
+        site.put("data/site.js", site_meta)
+        return site.finish()
+
+
+def _site_meta(cfg: BrowseConfig) -> dict[str, Any]:
+    """data/site.js before its stores and runs: the settings the app reads, and which fields it shows."""
+    return {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "k": cfg.k, "window": [cfg.before, cfg.after], "quantiles": list(cfg.quantiles),
         "bins": {"lo": cfg.stats.bins.lo, "per_decade": cfg.stats.bins.per_decade, "n": cfg.stats.bins.n},
         "density_bins": pages.DENSITY_BINS, "levels": LEVELS,
         "features_per_shard": cfg.features_per_shard,
+        "columns": pages.overview_columns(),
         "stores": [], "runs": [],
     }
-    with SiteWriter(Path(cfg.out)) as site:
-        for s, ((url, heldout), members) in enumerate(groups.items()):
-            skey = f"s{s}"
-            store = open_run_store(url)
-            _check_store(store, url, members)
-            log.info("%s: %d held-out rows for %s", url, heldout[1] - heldout[0], ", ".join(r.key for r in members))
-            stats = scan(store, heldout, {r.key: r.sae for r in members}, cfg.stats, dev, cfg.seed,
-                         progress("held-out rows"))
-            tokenizer = _tokenizer(cfg, store)
-            texts = _write_contexts(site, skey, store, heldout, stats, cfg, tokenizer, progress("decode contexts"))
-            rpc = store.meta.context.rows_per_context
 
-            def text_of(row: int, texts=texts, rpc=rpc) -> str:
-                return texts[row // rpc][row % rpc]
 
-            lenses: dict[str, LensResult] = {}
-            lens_text = None
-            if cfg.wants_lens:
-                log.info("logit lens through the unembedding of %s", cfg.model or store.meta.model.name)
-                W_U = _unembedding(cfg, store)
-                for r in members:
-                    lenses[r.key] = logit_lens(W_U, decoder_directions(r.sae).to(dev), cfg.lens_tokens,
-                                               on_progress=progress(f"logit lens {r.key}"))
-                del W_U
-                ids = sorted({int(i) for lens in lenses.values()
-                              for i in torch.cat([lens.promoted_ids.flatten(), lens.suppressed_ids.flatten()])})
-                vocab = dict(zip(ids, vocab_texts(tokenizer, ids), strict=True))
-                lens_text = vocab.__getitem__
-            similar = _similar(members)
-            log.info("writing the feature pages of %s", ", ".join(r.key for r in members))
-            for r in members:
-                st, lens = stats[r.key], lenses.get(r.key)
-                base = f"data/runs/{r.key}"
-                site.put(f"{base}/features.js", pages.feature_list(st, text_of, lens, lens_text))
-                n, per = r.sae.n_latents, cfg.features_per_shard
-                for first in range(0, n, per):
-                    site.put(f"{base}/f/{first // per:05d}.js", {"first": first, "features": [
-                        pages.feature_detail(f, st, cfg.quantiles, lens, lens_text, similar[r.key][f])
-                        for f in range(first, min(first + per, n))]})
-                    if on_progress is not None:
-                        on_progress(min(first + per, n), n, f"pages {r.key}")
-                site_meta["runs"].append({
-                    "key": r.key, "name": r.path.name, "dir": str(r.path), "store": skey, "sae": r.config["sae"],
-                    "n": n, "lens": lens is not None,
-                    **pages.run_overview(st, _evaluation(r, url, heldout)),
-                })
-            site_meta["stores"].append({
-                "key": skey, "url": url, "description": store.describe(), "model": store.meta.model.name,
-                "layer": store.meta.layer, "rpc": rpc, "heldout": list(heldout),
-                "contexts_per_shard": contexts_per_shard(cfg, rpc),
-                "runs": [r.key for r in members], "lens_model": (cfg.model or store.meta.model.name)
-                if cfg.wants_lens else None,
-            })
-        site.put("data/site.js", site_meta)
-        return site.finish()
+@dataclass
+class _ShownStore:
+    """One store of the site: its key there, where it is read, and the held-out rows shown."""
+
+    key: str
+    url: str
+    heldout: tuple[int, int]
+    store: ActivationStore
+
+
+@dataclass
+class _Texts:
+    """What the feature pages show as text: each example row's token, and the logit lens's tokens."""
+
+    contexts: dict[int, list[str]]
+    """Context -> the display text of each of its tokens."""
+    rows_per_context: int
+    lens: pages.TokenText | None = None
+
+    def of_row(self, row: int) -> str:
+        c, i = divmod(row, self.rows_per_context)
+        return self.contexts[c][i]
+
+
+def _build_store(site: SiteWriter, shown: _ShownStore, members: list[Run], cfg: BrowseConfig, dev: torch.device,
+                 on_progress: Progress | None) -> list[dict[str, Any]]:
+    """The pass over one store's held-out rows, its contexts and every run's pages; returns the runs' entries of
+    data/site.js."""
+    store = shown.store
+    for r in members:
+        check_run_store(r.run, r.config, store, shown.url)
+    log.info("%s: %d held-out rows for %s", shown.url, shown.heldout[1] - shown.heldout[0],
+             ", ".join(r.key for r in members))
+    stats = scan(store, shown.heldout, {r.key: r.sae for r in members}, cfg.stats, dev, cfg.seed,
+                 _progress(on_progress, "held-out rows"))
+    tokenizer = load_store_tokenizer(store.meta, cfg.tokenizer or cfg.model)
+    texts = _Texts(_write_contexts(site, shown, stats, cfg, tokenizer, _progress(on_progress, "decode contexts")),
+                   store.rows_per_context)
+    lenses = _lenses(cfg, store, members, dev, on_progress) if cfg.wants_lens else {}
+    if lenses:
+        texts.lens = _lens_texts(lenses, tokenizer)
+    similar = _similar(members)
+    log.info("writing the feature pages of %s", ", ".join(r.key for r in members))
+    return [_write_run(site, shown, r, stats[r.key], lenses.get(r.key), texts, similar[r.key], cfg, on_progress)
+            for r in members]
+
+
+def _lenses(cfg: BrowseConfig, store: ActivationStore, members: list[Run], dev: torch.device,
+            on_progress: Progress | None) -> dict[str, LensResult]:
+    """Each run's logit lens through the unembedding of --model (or the store's model)."""
+    log.info("logit lens through the unembedding of %s", cfg.model or store.meta.model.name)
+    W_U = _unembedding(cfg, store)
+    return {r.key: logit_lens(W_U, decoder_directions(r.sae).to(dev), cfg.lens_tokens,
+                              on_progress=_progress(on_progress, f"logit lens {r.key}")) for r in members}
+
+
+def _lens_texts(lenses: dict[str, LensResult], tokenizer) -> pages.TokenText:
+    """Token id -> display text, for every token a lens shows."""
+    ids = sorted({int(i) for lens in lenses.values()
+                  for i in torch.cat([lens.promoted_ids.flatten(), lens.suppressed_ids.flatten()])})
+    return dict(zip(ids, vocab_texts(tokenizer, ids), strict=True)).__getitem__
+
+
+def _write_run(site: SiteWriter, shown: _ShownStore, r: Run, st: FeatureStats, lens: LensResult | None,
+               texts: _Texts, similar: list[list[list]], cfg: BrowseConfig,
+               on_progress: Progress | None) -> dict[str, Any]:
+    """One run's feature table and feature pages; returns its entry of data/site.js."""
+    base = f"data/runs/{r.key}"
+    site.put(f"{base}/features.js", pages.feature_list(st, texts.of_row, lens, texts.lens))
+    n, per = r.sae.n_latents, cfg.features_per_shard
+    for first in range(0, n, per):
+        site.put(f"{base}/f/{first // per:05d}.js", {"first": first, "features": [
+            pages.feature_detail(f, st, cfg.quantiles, lens, texts.lens, similar[f])
+            for f in range(first, min(first + per, n))]})
+        if on_progress is not None:
+            on_progress(min(first + per, n), n, f"pages {r.key}")
+    return {
+        "key": r.key, "name": r.run.name, "dir": str(r.run), "store": shown.key, "sae": r.config["sae"],
+        "n": n, "lens": lens is not None,
+        **pages.run_overview(st, _evaluation(r, shown.url, shown.heldout)),
+    }
+
+
+def _store_meta(shown: _ShownStore, members: list[Run], cfg: BrowseConfig) -> dict[str, Any]:
+    """The store's entry of data/site.js."""
+    store = shown.store
+    return {
+        "key": shown.key, "url": shown.url, "description": store.describe(), "model": store.meta.model.name,
+        "layer": store.meta.layer, "rpc": store.rows_per_context, "heldout": list(shown.heldout),
+        "contexts_per_shard": contexts_per_shard(cfg, store.rows_per_context),
+        "runs": [r.key for r in members],
+        "lens_model": (cfg.model or store.meta.model.name) if cfg.wants_lens else None,
+    }
 
 
 def contexts_per_shard(cfg: BrowseConfig, rows_per_context: int) -> int:
     return max(1, cfg.context_tokens_per_shard // rows_per_context)
 
 
-def _write_contexts(site: SiteWriter, skey: str, store: ActivationStore, heldout: tuple[int, int],
-                    stats: dict, cfg: BrowseConfig, tokenizer,
-                    on_progress: Callable[[int, int], None] | None) -> dict[int, list[str]]:
+def _write_contexts(site: SiteWriter, shown: _ShownStore, stats: dict[str, FeatureStats], cfg: BrowseConfig,
+                    tokenizer, on_progress: StepProgress | None) -> dict[int, list[str]]:
     """Decode every context an example comes from; write them in shards. Returns context id -> token texts."""
-    start, stop = heldout
-    rpc = store.meta.context.rows_per_context
+    store = shown.store
     rows: set[int] = set()
     for st in stats.values():
         rows |= pages.referenced_rows(st, cfg.quantiles)
-    contexts = sorted({r // rpc for r in rows})
-    tokens = store.tokens(start, stop)
-    texts: dict[int, list[str]] = {}
-    batch = 256
-    for i in range(0, len(contexts), batch):
-        ids = [tokens[c * rpc - start : min((c + 1) * rpc, stop) - start] for c in contexts[i : i + batch]]
-        texts.update(zip(contexts[i : i + batch], token_texts(tokenizer, ids), strict=True))
-        if on_progress is not None:
-            on_progress(min(i + batch, len(contexts)), len(contexts))
-    per = contexts_per_shard(cfg, rpc)
+    contexts = sorted({store.context_of_row(r) for r in rows})
+    texts = _decode_contexts(store, shown.heldout, contexts, tokenizer, on_progress)
+    per = contexts_per_shard(cfg, store.rows_per_context)
     shards: dict[int, dict[str, list[str]]] = defaultdict(dict)
     for c in contexts:
         shards[c // per][str(c)] = texts[c]
     for shard, ctxs in shards.items():
-        site.put(f"data/stores/{skey}/ctx/{shard:05d}.js", {"contexts": ctxs})
+        site.put(f"data/stores/{shown.key}/ctx/{shard:05d}.js", {"contexts": ctxs})
     log.info("decoded %d contexts into %d files", len(contexts), len(shards))
     return texts
 
+
+def _decode_contexts(store: ActivationStore, heldout: tuple[int, int], contexts: list[int], tokenizer,
+                     on_progress: StepProgress | None, batch: int = 256) -> dict[int, list[str]]:
+    """Context -> the display text of each of its stored tokens, for these held-out contexts."""
+    start, stop = heldout
+    tokens = store.tokens(start, stop)  # one read; the contexts are slices of it
+    texts: dict[int, list[str]] = {}
+    for i in range(0, len(contexts), batch):
+        chunk = contexts[i : i + batch]
+        ids = [tokens[lo - start : hi - start] for lo, hi in map(store.context_rows, chunk)]
+        texts.update(zip(chunk, token_texts(tokenizer, ids), strict=True))
+        if on_progress is not None:
+            on_progress(min(i + batch, len(contexts)), len(contexts))
+    return texts

@@ -39,6 +39,7 @@ class BrowseConfig:
     """Decoded tokens per context data file (whole contexts, at least one): a feature page loads one file per
     distinct context its examples come from, so files stay small (~16 kB) whatever the context length."""
     device: str = "auto"
+    """Device to encode with: auto (CUDA when there is a GPU), cpu, cuda or cuda:N."""
     seed: int = 0
     """Seed of the random lower-quantile examples."""
 

@@ -14,11 +14,14 @@ import numpy as np
 from pipeline.browse.logit_lens import LensResult
 from pipeline.browse.site import levels
 from pipeline.browse.stats import FeatureStats
+from pipeline.evaluate.metrics import ACTIVE_THRESHOLD
+from pipeline.evaluate.record import HEADLINE_METRICS, EvalRecord, GroupStats, columns, metric_names
 
 DENSITY_BINS = {"lo": -6.0, "step": 0.25, "n": 24}
 """log10 feature density histogram of the overview: [-6, 0] in quarter decades (lower densities clamp)."""
-HEADLINE = ("mse", "explained_variance", "l0", "active_features", "dead_features", "kl", "ce_recovered")
 SEARCH_TOKENS = 5
+GROUP_CARD_METRICS = metric_names("live", "token_rate", "feature_density", "intensity")
+"""The per-group statistics a run's card shows."""
 
 TokenText = Callable[[int], str]
 """Global row -> the decoded text of that row's token in its context."""
@@ -31,26 +34,37 @@ def sig(x: float, digits: int = 4) -> float:
 def density_histogram(density: np.ndarray) -> tuple[list[int], int]:
     """(counts of live features per log10-density bin, dead features)."""
     live = density[density > 0]
-    b = np.floor((np.log10(live) - DENSITY_BINS["lo"]) / DENSITY_BINS["step"]).astype(int)
-    b = np.clip(b, 0, DENSITY_BINS["n"] - 1)
-    return np.bincount(b, minlength=DENSITY_BINS["n"]).tolist(), int((density == 0).sum())
+    bin_of = np.floor((np.log10(live) - DENSITY_BINS["lo"]) / DENSITY_BINS["step"]).astype(int)
+    bin_of = np.clip(bin_of, 0, DENSITY_BINS["n"] - 1)
+    return np.bincount(bin_of, minlength=DENSITY_BINS["n"]).tolist(), int((density == 0).sum())
 
 
-def run_overview(stats: FeatureStats, evaluation: dict | None) -> dict:
+def overview_columns() -> dict[str, list[dict[str, str]]]:
+    """What the overview's tables show, from the evaluation record: {"run": the headline metrics, with the
+    browser's own count of live features after L0; "group": a run card's group statistics}."""
+    run = columns(EvalRecord, HEADLINE_METRICS)
+    after_l0 = HEADLINE_METRICS.index("l0") + 1
+    run[after_l0:after_l0] = [{"key": "live", "title": "live features"}]
+    return {"run": run, "group": columns(GroupStats, GROUP_CARD_METRICS)}
+
+
+def _rounded(values: dict) -> dict:
+    return {k: sig(v) if isinstance(v, float) else v for k, v in values.items()}
+
+
+def run_overview(stats: FeatureStats, evaluation: EvalRecord | None) -> dict:
     """Headline numbers and per-group statistics with their density histograms."""
     density = stats.density
     groups = []
     for g, (a, b) in zip(stats.groups(), stats.group_bounds, strict=True):
         hist, dead = density_histogram(density[a:b])
-        groups.append({**{k: sig(v) if isinstance(v, float) else v for k, v in g.items()},
-                       "start": a, "stop": b, "density_hist": hist, "dead": dead})
+        groups.append({**_rounded(g.to_dict()), "start": a, "stop": b, "density_hist": hist, "dead": dead})
     mean_act = stats.sum_F.numpy() / max(stats.rows, 1)
     own = {"rows": stats.rows, "l0": sig(float(density.sum())), "live": int((density > 0).sum()),
-           "dead_features": int((density == 0).sum()), "active_features": int((mean_act > 1e-4).sum())}
+           "dead_features": int((density == 0).sum()), "active_features": int((mean_act > ACTIVE_THRESHOLD).sum())}
     headline = None
     if evaluation is not None:
-        headline = {k: sig(evaluation[k]) if isinstance(evaluation[k], float) else evaluation[k]
-                    for k in HEADLINE if evaluation.get(k) is not None}
+        headline = _rounded({k: evaluation.metric(k) for k in HEADLINE_METRICS if evaluation.metric(k) is not None})
     return {"groups": groups, "own": own, "eval": headline}
 
 
@@ -108,7 +122,7 @@ def feature_detail(f: int, stats: FeatureStats, quantiles: tuple[float, ...], le
 
 def referenced_rows(stats: FeatureStats, quantiles: tuple[float, ...]) -> set[int]:
     """Rows whose contexts the site must decode: every example shown."""
-    rows = {int(r) for r in stats.topk.rows_KF.flatten().tolist() if r >= 0}
+    rows = {int(r) for r in stats.topk.rows_kF.flatten().tolist() if r >= 0}
     for f in range(stats.n):
         rows.update(row for _, row, _, _ in stats.quantile_examples(f, quantiles))
     return rows

@@ -14,7 +14,7 @@ from store.reader import ActivationStore
 
 def block_rows(store: ActivationStore) -> int:
     """Rows per read: whole contexts, about one store chunk (a window must never need the next block)."""
-    rpc = store.meta.context.rows_per_context
+    rpc = store.rows_per_context
     return max(1, store.chunk_rows // rpc) * rpc
 
 
@@ -24,7 +24,7 @@ def scan(store: ActivationStore, rows: tuple[int, int], saes: dict[str, SAE], cf
          on_progress: Callable[[int, int], None] | None = None) -> dict[str, FeatureStats]:
     """Statistics of every SAE over store rows [start, stop), which must start at a context boundary."""
     start, stop = rows
-    rpc = store.meta.context.rows_per_context
+    rpc = store.rows_per_context
     if start % rpc:
         raise PipelineError(f"held-out rows start at {start}, inside a context of {rpc} rows: retrain the run "
                             "with this version of `pipeline fit` (its held-out split is context-aligned)")

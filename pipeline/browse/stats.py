@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from pipeline.browse.topk import MISSING, TopK, Window, window_acts
-from pipeline.evaluate.metrics import ACTIVE_THRESHOLD
+from pipeline.evaluate.metrics import group_stats
+from pipeline.evaluate.record import GroupStats
 
 NO_KEY = torch.iinfo(torch.int64).max
 ROW_BITS = 31
@@ -52,9 +53,9 @@ class BinSamples:
 
     def __init__(self, n_features: int, bins: LogBins, window: Window, device: torch.device | str = "cpu") -> None:
         self.bins, self.window = bins, window
-        self.keys_BF = torch.full((bins.n, n_features), NO_KEY, dtype=torch.long, device=device)
-        self.values_BF = torch.zeros((bins.n, n_features), device=device)
-        self.windows_BFW = torch.full((bins.n, n_features, window.width), MISSING, device=device)
+        self.keys_HF = torch.full((bins.n, n_features), NO_KEY, dtype=torch.long, device=device)
+        self.values_HF = torch.zeros((bins.n, n_features), device=device)
+        self.windows_HFW = torch.full((bins.n, n_features, window.width), MISSING, device=device)
 
     def add(self, z_RF: torch.Tensor, bin_RF: torch.Tensor, row0: int, rows_per_context: int,
             generator: torch.Generator) -> None:
@@ -67,20 +68,20 @@ class BinSamples:
         slot = bin_RF * F + torch.arange(F, device=z_RF.device)
         best = torch.full((self.bins.n * F,), NO_KEY, dtype=torch.long, device=z_RF.device)
         best = best.scatter_reduce(0, slot.reshape(-1), keyed.reshape(-1), "amin").view(self.bins.n, F)
-        better = best < self.keys_BF
+        better = best < self.keys_HF
         if not bool(better.any()):
             return
         b, f = better.nonzero(as_tuple=True)
         local = (best[b, f] & (2**ROW_BITS - 1)) - row0
-        self.keys_BF[b, f] = best[b, f]
-        self.values_BF[b, f] = z_RF[local, f]
-        self.windows_BFW[b, f] = window_acts(z_RF, local, f, row0, rows_per_context, self.window)
+        self.keys_HF[b, f] = best[b, f]
+        self.values_HF[b, f] = z_RF[local, f]
+        self.windows_HFW[b, f] = window_acts(z_RF, local, f, row0, rows_per_context, self.window)
 
     def example(self, b: int, f: int) -> tuple[int, float, list[float]] | None:
-        key = int(self.keys_BF[b, f])
+        key = int(self.keys_HF[b, f])
         if key == NO_KEY:
             return None
-        return key & (2**ROW_BITS - 1), float(self.values_BF[b, f]), self.windows_BFW[b, f].cpu().tolist()
+        return key & (2**ROW_BITS - 1), float(self.values_HF[b, f]), self.windows_HFW[b, f].cpu().tolist()
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class FeatureStats:
         self.rows = 0
         self.count_F = torch.zeros(n_features, dtype=torch.long, device=device)
         self.sum_F = torch.zeros(n_features, dtype=torch.float64, device=device)
-        self.hist_FB = torch.zeros(n_features * cfg.bins.n, dtype=torch.long, device=device)
-        self.group_hits = torch.zeros(len(self.group_bounds), dtype=torch.long, device=device)
+        self.hist_FH = torch.zeros(n_features * cfg.bins.n, dtype=torch.long, device=device)
+        self.group_hits_K = torch.zeros(len(self.group_bounds), dtype=torch.long, device=device)
         self.topk = TopK(n_features, cfg.k, cfg.window, device)
         self.samples = BinSamples(n_features, cfg.bins, cfg.window, device)
 
@@ -111,18 +112,18 @@ class FeatureStats:
         self.count_F += fired.sum(dim=0)
         self.sum_F += z_RF.sum(dim=0, dtype=torch.float64)
         for g, (a, b) in enumerate(self.group_bounds):
-            self.group_hits[g] += fired[:, a:b].any(dim=1).sum()
+            self.group_hits_K[g] += fired[:, a:b].any(dim=1).sum()
         bin_RF = self.cfg.bins.index(z_RF)
         slot = torch.arange(self.n, device=z_RF.device) * self.cfg.bins.n + bin_RF
-        self.hist_FB += torch.bincount(slot[fired], minlength=self.n * self.cfg.bins.n)
+        self.hist_FH += torch.bincount(slot[fired], minlength=self.n * self.cfg.bins.n)
         self.topk.add(z_RF, row0, rows_per_context)
         self.samples.add(z_RF, bin_RF, row0, rows_per_context, generator)
 
     def cpu(self) -> FeatureStats:
         """Move everything to the CPU once the pass is done, so reading results feature by feature is cheap."""
-        for holder, names in ((self, ("count_F", "sum_F", "hist_FB", "group_hits")),
-                              (self.topk, ("values_KF", "rows_KF", "windows_KFW")),
-                              (self.samples, ("keys_BF", "values_BF", "windows_BFW"))):
+        for holder, names in ((self, ("count_F", "sum_F", "hist_FH", "group_hits_K")),
+                              (self.topk, ("values_kF", "rows_kF", "windows_kFW")),
+                              (self.samples, ("keys_HF", "values_HF", "windows_HFW"))):
             for name in names:
                 setattr(holder, name, getattr(holder, name).cpu())
         return self
@@ -131,7 +132,7 @@ class FeatureStats:
     @property
     def histograms(self) -> np.ndarray:
         """(F, bins) counts of positive activations."""
-        return self.hist_FB.view(self.n, self.cfg.bins.n).cpu().numpy()
+        return self.hist_FH.view(self.n, self.cfg.bins.n).cpu().numpy()
 
     @property
     def density(self) -> np.ndarray:
@@ -144,32 +145,18 @@ class FeatureStats:
 
     @property
     def max(self) -> np.ndarray:
-        top = self.topk.values_KF[0].cpu().numpy()
+        top = self.topk.values_kF[0].cpu().numpy()
         return np.where(np.isfinite(top), top, 0.0)
 
-    def groups(self) -> list[dict]:
+    def groups(self) -> list[GroupStats]:
         """Per group, as docs/metrics.md defines them (the same numbers `pipeline evaluate` writes)."""
-        n = max(self.rows, 1)
-        count = self.count_F.cpu().numpy()
-        act_sum = self.sum_F.cpu().numpy()
-        out = []
-        for g, (a, b) in enumerate(self.group_bounds):
-            fired = count[a:b]
-            out.append({
-                "group": g + 1,
-                "features": b - a,
-                "live": int((fired > 0).sum()),
-                "active": int((act_sum[a:b] / n > ACTIVE_THRESHOLD).sum()),
-                "token_rate": float(self.group_hits[g]) / n,
-                "feature_density": float(fired.mean() / n),
-                "intensity": float(act_sum[a:b].sum() / fired.sum()) if fired.sum() else 0.0,
-            })
-        return out
+        return group_stats(self.group_bounds, self.count_F.cpu().numpy(), self.sum_F.cpu().numpy(),
+                           self.group_hits_K.cpu().numpy(), self.rows)
 
     def quantile_examples(self, f: int, quantiles: tuple[float, ...]) -> list[tuple[float, int, float, list[float]]]:
         """(quantile, row, value, window): a random example from the bin holding each quantile of feature f's
         positive activations, one per distinct bin."""
-        counts = self.hist_FB.view(self.n, self.cfg.bins.n)[f].cpu().numpy()
+        counts = self.hist_FH.view(self.n, self.cfg.bins.n)[f].cpu().numpy()
         total = counts.sum()
         if total == 0:
             return []

@@ -27,18 +27,18 @@ class Window:
         return self.before + 1 + self.after
 
 
-def window_acts(z_RF: torch.Tensor, rows_KF: torch.Tensor, feats_KF: torch.Tensor, row0: int,
+def window_acts(z_RF: torch.Tensor, rows: torch.Tensor, feats: torch.Tensor, row0: int,
                 rows_per_context: int, window: Window) -> torch.Tensor:
-    """(..., W): feature ``feats_KF``'s activations around local row ``rows_KF`` (same shapes), MISSING outside
-    the row's context."""
+    """(..., W): feature ``feats``'s activations around local row ``rows`` (both of one shape ``...``), MISSING
+    outside the row's context."""
     R = len(z_RF)
     offsets_W = torch.arange(-window.before, window.after + 1, device=z_RF.device)
-    at_KFW = rows_KF[..., None] + offsets_W
-    in_context = (row0 + rows_KF) % rows_per_context  # position of the row inside its context
-    pos_KFW = in_context[..., None] + offsets_W
-    valid = (pos_KFW >= 0) & (pos_KFW < rows_per_context) & (at_KFW >= 0) & (at_KFW < R)
-    acts = z_RF[at_KFW.clamp(0, R - 1), feats_KF[..., None].expand_as(at_KFW)]
-    return torch.where(valid, acts, torch.full_like(acts, MISSING))
+    at_W = rows[..., None] + offsets_W  # (..., W), like every tensor named _W here
+    in_context = (row0 + rows) % rows_per_context  # position of the row inside its context
+    pos_W = in_context[..., None] + offsets_W
+    valid_W = (pos_W >= 0) & (pos_W < rows_per_context) & (at_W >= 0) & (at_W < R)
+    acts_W = z_RF[at_W.clamp(0, R - 1), feats[..., None].expand_as(at_W)]
+    return torch.where(valid_W, acts_W, torch.full_like(acts_W, MISSING))
 
 
 class TopK:
@@ -50,9 +50,9 @@ class TopK:
 
     def __init__(self, n_features: int, k: int, window: Window, device: torch.device | str = "cpu") -> None:
         self.k, self.window = k, window
-        self.values_KF = torch.full((k, n_features), float("-inf"), device=device)
-        self.rows_KF = torch.full((k, n_features), -1, dtype=torch.long, device=device)
-        self.windows_KFW = torch.full((k, n_features, window.width), MISSING, device=device)
+        self.values_kF = torch.full((k, n_features), float("-inf"), device=device)
+        self.rows_kF = torch.full((k, n_features), -1, dtype=torch.long, device=device)
+        self.windows_kFW = torch.full((k, n_features, window.width), MISSING, device=device)
 
     def add(self, z_RF: torch.Tensor, row0: int, rows_per_context: int) -> None:
         kk = min(self.k, len(z_RF))
@@ -63,18 +63,18 @@ class TopK:
         feats = torch.arange(z_RF.shape[1], device=z_RF.device).expand_as(local)
         wins = window_acts(z_RF, local, feats, row0, rows_per_context, self.window)
         rows = torch.where(vals > float("-inf"), local + row0, torch.full_like(local, -1))
-        all_vals = torch.cat([self.values_KF, vals])
-        all_rows = torch.cat([self.rows_KF, rows])
-        all_wins = torch.cat([self.windows_KFW, wins])
+        all_vals = torch.cat([self.values_kF, vals])
+        all_rows = torch.cat([self.rows_kF, rows])
+        all_wins = torch.cat([self.windows_kFW, wins])
         # Two stable sorts give (value desc, row asc) order, so equal values always come out the same way.
         by_row = torch.sort(torch.where(all_rows < 0, all_rows.max() + 1, all_rows), dim=0, stable=True).indices
         by_val = torch.sort(all_vals.gather(0, by_row), dim=0, descending=True, stable=True).indices
         keep = by_row.gather(0, by_val)[: self.k]
-        self.values_KF = all_vals.gather(0, keep)
-        self.rows_KF = all_rows.gather(0, keep)
-        self.windows_KFW = all_wins.gather(0, keep[..., None].expand(-1, -1, self.window.width))
+        self.values_kF = all_vals.gather(0, keep)
+        self.rows_kF = all_rows.gather(0, keep)
+        self.windows_kFW = all_wins.gather(0, keep[..., None].expand(-1, -1, self.window.width))
 
     def feature(self, f: int) -> list[tuple[int, float, list[float]]]:
         """(row, value, window) of feature f's examples, best first; fewer than k if it fired less often."""
-        vals, rows, wins = self.values_KF[:, f].cpu(), self.rows_KF[:, f].cpu(), self.windows_KFW[:, f].cpu()
+        vals, rows, wins = self.values_kF[:, f].cpu(), self.rows_kF[:, f].cpu(), self.windows_kFW[:, f].cpu()
         return [(int(r), float(v), w.tolist()) for v, r, w in zip(vals, rows, wins, strict=True) if r >= 0]

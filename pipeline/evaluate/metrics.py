@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline.evaluate.record import GroupStats, Reconstruction
 from store.stats import Moments, merge, moments_of
 
 ACTIVE_THRESHOLD = 1e-4
@@ -89,36 +90,43 @@ class ReconstructionAccumulator:
         for g, (a, b) in enumerate(self.group_bounds):
             self.group_token_hits[g] += int(active[:, a:b].any(dim=1).sum())
 
-    def result(self) -> dict:
+    def result(self) -> Reconstruction:
         n = max(self.rows, 1)
         # sum_i ||x_i - mean||^2 over the evaluation rows, merged exactly batch by batch
         sst = self.moments.total_variance if self.moments is not None else float("nan")
         sst_norm = self.moments_norm.total_variance if self.moments_norm is not None else float("nan")
         mean_act = self.act_sum / n
-        density = self.fire_count / n
-        groups = []
-        for g, (a, b) in enumerate(self.group_bounds):
-            fired = self.fire_count[a:b]
-            groups.append({
-                "group": g + 1,
-                "features": b - a,
-                "live": int((fired > 0).sum()),
-                "active": int((mean_act[a:b] > ACTIVE_THRESHOLD).sum()),
-                "token_rate": float(self.group_token_hits[g] / n),
-                "feature_density": float(density[a:b].mean()),
-                "intensity": float(self.act_sum[a:b].sum() / fired.sum()) if fired.sum() else 0.0,
-            })
-        return {
-            "rows": self.rows,
-            "mse": self.sse_norm / n,
-            "mse_raw": self.sse_raw / n,
-            "explained_variance": 1 - self.sse_raw / sst if sst > 0 else float("nan"),
-            "explained_variance_normalised": 1 - self.sse_norm / sst_norm if sst_norm > 0 else float("nan"),
-            "l0": self.l0_sum / n,
-            "penalty": self.penalty / n,
-            "active_features": int((mean_act > ACTIVE_THRESHOLD).sum()),
-            "dead_features": int((self.fire_count == 0).sum()),
-            "groups": groups,
-            "feature_density": density.tolist(),
-            "feature_mean_activation": mean_act.tolist(),
-        }
+        return Reconstruction(
+            rows=self.rows,
+            mse=self.sse_norm / n,
+            mse_raw=self.sse_raw / n,
+            explained_variance=1 - self.sse_raw / sst if sst > 0 else float("nan"),
+            explained_variance_normalised=1 - self.sse_norm / sst_norm if sst_norm > 0 else float("nan"),
+            l0=self.l0_sum / n,
+            penalty=self.penalty / n,
+            active_features=int((mean_act > ACTIVE_THRESHOLD).sum()),
+            dead_features=int((self.fire_count == 0).sum()),
+            groups=group_stats(self.group_bounds, self.fire_count, self.act_sum, self.group_token_hits, self.rows),
+            feature_density=(self.fire_count / n).tolist(),
+            feature_mean_activation=mean_act.tolist(),
+        )
+
+
+def group_stats(group_bounds: list[tuple[int, int]], fire_count_F: np.ndarray, act_sum_F: np.ndarray,
+                token_hits_K: np.ndarray, rows: int) -> list[GroupStats]:
+    """Each latent group's statistics from per-latent firing counts and activation sums over ``rows`` rows and
+    per-group counts of rows on which any of the group's latents fired."""
+    n = max(rows, 1)
+    out = []
+    for g, (a, b) in enumerate(group_bounds):
+        fired = fire_count_F[a:b]
+        out.append(GroupStats(
+            group=g + 1,
+            features=b - a,
+            live=int((fired > 0).sum()),
+            active=int((act_sum_F[a:b] / n > ACTIVE_THRESHOLD).sum()),
+            token_rate=float(token_hits_K[g] / n),
+            feature_density=float(fired.mean() / n),
+            intensity=float(act_sum_F[a:b].sum() / fired.sum()) if fired.sum() else 0.0,
+        ))
+    return out

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+from typing import Any
 
+from fit.runs import find_runs
 from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import t_interval
-from pipeline.evaluate.runner import find_runs
-
-SCALARS = ("mse", "mse_raw", "explained_variance", "explained_variance_normalised", "l0", "active_features",
-           "dead_features", "kl", "ce_clean", "ce_spliced", "ce_zero_ablated", "ce_recovered")
+from pipeline.evaluate.record import GROUP_METRICS, EvalRecord
 
 
-def load_evaluations(paths: list[str]) -> list[dict]:
+def load_evaluations(paths: list[str]) -> list[EvalRecord]:
     evals = []
     for run in find_runs(paths):
-        path = run / "eval.json"
-        if not path.exists():
+        if not run.evaluated:
             raise PipelineError(f"{run} has not been evaluated: run `pipeline evaluate {run}` first")
-        evals.append(json.loads(path.read_text()))
+        evals.append(EvalRecord.read(run.eval_path))
     return evals
 
 
-def config_key(sae: dict) -> tuple:
+def config_key(sae: dict[str, Any]) -> tuple:
     """The SAE configuration without its seed."""
     return tuple(sorted((k, v) for k, v in sae.items() if k != "seed"))
 
@@ -32,8 +29,8 @@ def config_key(sae: dict) -> tuple:
 class Group:
     """The runs of one configuration (one per seed) and their mean and 95% CI per metric."""
 
-    sae: dict
-    runs: list[dict] = field(default_factory=list)
+    sae: dict[str, Any]
+    runs: list[EvalRecord] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -43,18 +40,18 @@ class Group:
         return f"hier K={s['groups']} γ={s['gamma']:g} λ={s['l1']:g}"
 
     def stat(self, metric: str) -> tuple[float, float, int]:
-        return t_interval([r[metric] for r in self.runs if metric in r])
+        return t_interval([r.metric(metric) for r in self.runs])
 
     def training_seconds(self) -> tuple[float, float, int]:
-        return t_interval([r["train"]["sae_seconds"] for r in self.runs])
+        return t_interval([r.train.sae_seconds for r in self.runs])
 
     def groups_mean(self) -> list[dict]:
         """Per latent group: mean over seeds of each group statistic (with CI)."""
         out = []
-        for g in range(len(self.runs[0]["groups"])):
-            row = {"group": g + 1, "features": self.runs[0]["groups"][g]["features"]}
-            for key in ("live", "active", "token_rate", "feature_density", "intensity"):
-                row[key] = t_interval([r["groups"][g][key] for r in self.runs])
+        for g, first in enumerate(self.runs[0].groups):
+            row: dict[str, Any] = {"group": first.group, "features": first.features}
+            for key in GROUP_METRICS:
+                row[key] = t_interval([getattr(r.groups[g], key) for r in self.runs])
             out.append(row)
         return out
 
@@ -62,12 +59,12 @@ class Group:
         return all(self.sae.get(k) == v for k, v in want.items())
 
 
-def group_runs(evals: list[dict]) -> list[Group]:
+def group_runs(evals: list[EvalRecord]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for e in evals:
-        groups.setdefault(config_key(e["sae"]), Group(e["sae"])).runs.append(e)
+        groups.setdefault(config_key(e.sae), Group(e.sae)).runs.append(e)
     for g in groups.values():
-        g.runs.sort(key=lambda r: r["sae"]["seed"])
+        g.runs.sort(key=lambda r: r.sae["seed"])
     return list(groups.values())
 
 

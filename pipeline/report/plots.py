@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from fit.runs import RunDir
 from pipeline.report.collect import Group
 
 COLORS = {"baseline": "#4C72B0", "hier": "#DD8452"}
@@ -35,8 +35,7 @@ def training_curves(groups: list[Group], out: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for i, g in enumerate(groups):
         for j, run in enumerate(g.runs):
-            lines = (Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines()
-            log = [json.loads(line) for line in lines]
+            log = RunDir(Path(run.run_dir)).read_metrics()
             steps = [r["step"] for r in log]
             kw = {"color": _color(g, i), "alpha": 0.85, "lw": 1.2, "label": g.label if j == 0 else None}
             axes[0].plot(steps, [r["recon"] for r in log], **kw)
@@ -55,13 +54,13 @@ def training_curves(groups: list[Group], out: Path) -> Path:
 def group_density_histograms(hier: Group, baseline: Group | None, out: Path) -> Path:
     """Feature densities (log10 of the fraction of held-out tokens a feature fires on), per group."""
     run = hier.runs[0]
-    density = np.asarray(run["feature_density"])
-    bounds = run["group_bounds"]
-    k = len(bounds)
-    cols = k + (1 if baseline is not None else 0)
+    density = np.asarray(run.feature_density)
+    bounds = run.group_bounds
+    n_groups = len(bounds)
+    cols = n_groups + (1 if baseline is not None else 0)
     fig, axes = plt.subplots(1, cols, figsize=(3.0 * cols, 3.2), sharey=True)
     # The x range follows the live features' densities; dead features are counted in the titles.
-    live = np.concatenate([density[density > 0]] + ([np.asarray(baseline.runs[0]["feature_density"])]
+    live = np.concatenate([density[density > 0]] + ([np.asarray(baseline.runs[0].feature_density)]
                                                     if baseline is not None else []))
     live = live[live > 0]
     lo = max(-6.0, np.floor(np.log10(live.min()) * 2) / 2) if len(live) else -6.0
@@ -74,12 +73,12 @@ def group_density_histograms(hier: Group, baseline: Group | None, out: Path) -> 
         axes[g].set_title(f"hier group {g + 1}\n({b - a} features, {dead} dead)", fontsize=9)
         axes[g].set_xlabel("log10 feature density")
     if baseline is not None:
-        d = np.asarray(baseline.runs[0]["feature_density"])
+        d = np.asarray(baseline.runs[0].feature_density)
         axes[-1].hist(np.log10(np.clip(d, floor, None)), bins=bins, color=COLORS["baseline"], alpha=0.85)
         axes[-1].set_title(f"baseline\n({len(d)} features, {int((d == 0).sum())} dead)", fontsize=9)
         axes[-1].set_xlabel("log10 feature density")
     axes[0].set_ylabel("features")
-    fig.suptitle(f"{hier.label}, seed {run['sae']['seed']}: feature densities on held-out tokens", fontsize=10)
+    fig.suptitle(f"{hier.label}, seed {run.sae['seed']}: feature densities on held-out tokens", fontsize=10)
     return _save(fig, out / "group_density_histograms.png")
 
 
@@ -96,9 +95,9 @@ def live_per_group(groups: list[Group], out: Path) -> Path:
     ax.set_xlabel("group (penalty grows to the right)")
     ax.set_ylabel("fraction of the group's features live")
     ax.set_ylim(0, 1.05)
-    k = max((len(g.runs[0]["groups"]) for g in hier), default=0)
-    ax.set_xticks(np.arange(k))
-    ax.set_xticklabels([str(i + 1) for i in range(k)])
+    n_groups = max((len(g.runs[0].groups) for g in hier), default=0)
+    ax.set_xticks(np.arange(n_groups))
+    ax.set_xticklabels([str(i + 1) for i in range(n_groups)])
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out / "live_features_per_group.png")
@@ -107,7 +106,7 @@ def live_per_group(groups: list[Group], out: Path) -> Path:
 def mse_vs_l0(groups: list[Group], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, g in enumerate(groups):
-        ax.scatter([r["l0"] for r in g.runs], [r["mse"] for r in g.runs], color=_color(g, i), label=g.label,
+        ax.scatter([r.l0 for r in g.runs], [r.mse for r in g.runs], color=_color(g, i), label=g.label,
                    s=36, edgecolor="black", linewidth=0.4)
     ax.set_xlabel("L0 (active latents per held-out token)")
     ax.set_ylabel("MSE (held-out, normalised space)")

@@ -8,10 +8,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.evaluate.record import HEADLINE_METRICS, SCALAR_METRICS, EvalRecord, metric_names
 from pipeline.report import paper, plots
-from pipeline.report.collect import SCALARS, Group, find_group, group_runs, load_evaluations
+from pipeline.report.collect import Group, find_group, group_runs, load_evaluations
 
 PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304
+
+TABLE_1_METRICS = metric_names("mse", "kl", "explained_variance", "active_features")
+"""Table 1's rows, in the paper's order (paper.TABLE_1 holds its figures under the same names)."""
+TABLE_1_LABELS = ("Training loss (MSE)", "KL divergence", "Explained variance", "Active features")
+EXTRA_METRICS = metric_names("l0", "dead_features", "ce_clean", "ce_spliced", "ce_zero_ablated", "ce_recovered",
+                             "explained_variance_normalised")
+"""Rows below Table 1's that the paper does not report."""
+EXTRA_LABELS = ("L0", "Dead features", "CE loss, clean", "CE loss, SAE spliced in", "CE loss, zero-ablated",
+                "CE loss recovered", "Explained variance (normalised space)")
+ABLATION_METRICS = metric_names("mse", "explained_variance", "kl", "active_features", "l0")
+"""The columns of the ablation tables."""
 
 
 def fmt(stat: tuple[float, float, int] | tuple[float, float], digits: int = 4) -> str:
@@ -39,33 +51,35 @@ def fmt_paper(stat: tuple[float, float]) -> str:
     return f"{stat[0]:,g} ± {stat[1]:g}"
 
 
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def _n(group: Group | None) -> str:
     return f"n={len(group.runs)}" if group else "not run"
 
 
-def _store_section(evals: list[dict]) -> tuple[list[str], bool]:
-    stores = {json.dumps({k: e["store"][k] for k in ("model", "layer", "d_model", "n_rows", "dataset")},
-                         sort_keys=True) for e in evals}
+def _store_section(evals: list[EvalRecord]) -> tuple[list[str], bool]:
+    stores = {(e.store.model, e.store.layer, e.store.d_model, e.store.n_rows, e.store.dataset) for e in evals}
     if len(stores) > 1:
         raise PipelineError("the runs come from different stores: report them separately")
-    s = evals[0]["store"]
-    arch = evals[0]["store"].get("architecture")
-    paper_setting = (s["d_model"] == PAPER_D and s["layer"] == PAPER_LAYER and "gemma-2-2b" in s["model"].lower()
-                     and arch in (None, PAPER_ARCHITECTURE))
+    s = evals[0].store
+    paper_setting = (s.d_model == PAPER_D and s.layer == PAPER_LAYER and "gemma-2-2b" in s.model.lower()
+                     and s.architecture == PAPER_ARCHITECTURE)
     lines = [
         "## Store",
         "",
-        f"- model: `{s['model']}`, layer {s['layer']}, d_model {s['d_model']}",
-        f"- data: {s['dataset']}" + (f" ({', '.join(s['data_files'])})" if s.get("data_files") else ""),
-        f"- tokens in the store: {s['tokens_total']:,}; held-out rows evaluated: "
-        f"{s['heldout_rows'][1] - s['heldout_rows'][0]:,} (the last contexts, never trained on)",
-        f"- contexts of {s['context_length']} tokens, BOS {'stored' if s['include_bos'] else 'not stored'}",
+        f"- model: `{s.model}`, layer {s.layer}, d_model {s.d_model}",
+        f"- data: {s.dataset}" + (f" ({', '.join(s.data_files)})" if s.data_files else ""),
+        f"- tokens in the store: {s.tokens_total:,}; held-out rows evaluated: "
+        f"{s.heldout_rows[1] - s.heldout_rows[0]:,} (the last contexts, never trained on)",
+        f"- contexts of {s.context_length} tokens, BOS {'stored' if s.include_bos else 'not stored'}",
         "",
     ]
     if not paper_setting:
         lines[2:2] = [
-            f"> **This is not the paper's setting.** These runs use `{s['model']}` (layer {s['layer']}, d_model "
-            f"{s['d_model']}), not Gemma-2-2B layer 19 (d_model 2304). The paper's figures are shown beside ours "
+            f"> **This is not the paper's setting.** These runs use `{s.model}` (layer {s.layer}, d_model "
+            f"{s.d_model}), not Gemma-2-2B layer 19 (d_model 2304). The paper's figures are shown beside ours "
             "for reference only; they are not expected to match.",
             "",
         ]
@@ -75,18 +89,6 @@ def _store_section(evals: list[dict]) -> tuple[list[str], bool]:
 def _table1(groups: list[Group]) -> tuple[list[str], dict]:
     base = find_group(groups, variant="baseline")
     hier = find_group(groups, variant="hier")
-    rows = [
-        ("Training loss (MSE)", "mse", "mse"),
-        ("KL divergence", "kl", "kl"),
-        ("Explained variance", "explained_variance", "explained_variance"),
-        ("Active features", "active_features", "active_features"),
-    ]
-    extra = [
-        ("L0", "l0"), ("Dead features", "dead_features"), ("CE loss, clean", "ce_clean"),
-        ("CE loss, SAE spliced in", "ce_spliced"), ("CE loss, zero-ablated", "ce_zero_ablated"),
-        ("CE loss recovered", "ce_recovered"), ("Explained variance (normalised space)",
-                                                "explained_variance_normalised"),
-    ]
     head = [
         "## Table 1",
         "",
@@ -97,13 +99,13 @@ def _table1(groups: list[Group]) -> tuple[list[str], dict]:
         "|---|---|---|---|---|",
     ]
     data: dict = {}
-    for label, key, pkey in rows:
+    for label, key in zip(TABLE_1_LABELS, TABLE_1_METRICS, strict=True):
         b = base.stat(key) if base else (float("nan"), float("nan"), 0)
         h = hier.stat(key) if hier else (float("nan"), float("nan"), 0)
-        pb, ph = paper.TABLE_1[pkey]
+        pb, ph = paper.TABLE_1[key]
         head.append(f"| {label} | {fmt(b)} | {fmt(h)} | {fmt_paper(pb)} | {fmt_paper(ph)} |")
         data[key] = {"baseline": b, "hier": h, "paper_baseline": pb, "paper_hier": ph}
-    for label, key in extra:
+    for label, key in zip(EXTRA_LABELS, EXTRA_METRICS, strict=True):
         b = base.stat(key) if base else (float("nan"), float("nan"), 0)
         h = hier.stat(key) if hier else (float("nan"), float("nan"), 0)
         head.append(f"| {label} | {fmt(b)} | {fmt(h)} | – | – |")
@@ -160,7 +162,7 @@ def _ablations(groups: list[Group]) -> tuple[list[str], dict]:
     def row(label: str, g: Group | None, claim: str = "") -> str:
         if g is None:
             return f"| {label} | – | – | – | – | – | not run |" + (f" {claim} |" if claim else "")
-        cells = [fmt(g.stat(k)) for k in ("mse", "explained_variance", "kl", "active_features", "l0")]
+        cells = [fmt(g.stat(k)) for k in ABLATION_METRICS]
         return f"| {label} | {' | '.join(cells)} | {len(g.runs)} |" + (f" {claim} |" if claim else "")
 
     k_groups = {k: find_group(groups, variant="hier", groups=k) for k in (3, 5, 7)}
@@ -182,7 +184,7 @@ def _ablations(groups: list[Group]) -> tuple[list[str], dict]:
             lines.append(f"\n{v}: λ = 0.06 changes held-out MSE by {change:+.0%} against λ = 0.04 (paper: +23%).")
             data[f"lambda_mse_change_{v}"] = change
     for name, gs in (("K", k_groups), ("gamma", g_groups), ("lambda", l_groups)):
-        data[name] = {str(k): ({m: g.stat(m) for m in SCALARS} if g else None) for k, g in gs.items()}
+        data[name] = {str(k): ({m: g.stat(m) for m in SCALAR_METRICS} if g else None) for k, g in gs.items()}
     return [*lines, ""], data
 
 
@@ -237,10 +239,9 @@ def write_report(run_paths: list[str], out: str | Path) -> Path:
     per_run = ["## Every run", "",
                "| Run | MSE | Explained variance | L0 | Active | Dead | KL | CE recovered | Compute (s) |",
                "|---|---|---|---|---|---|---|---|---|"]
-    for e in sorted(evals, key=lambda e: e["name"]):
-        cells = [fmt((e.get(k, float("nan")), float("nan"))) for k in
-                 ("mse", "explained_variance", "l0", "active_features", "dead_features", "kl", "ce_recovered")]
-        per_run.append(f"| {e['name']} | {' | '.join(cells)} | {e['train']['sae_seconds']:.0f} |")
+    for e in sorted(evals, key=lambda e: e.name):
+        cells = [fmt((_or_nan(e.metric(k)), float("nan"))) for k in HEADLINE_METRICS]
+        per_run.append(f"| {e.name} | {' | '.join(cells)} | {e.train.sae_seconds:.0f} |")
     lines = [
         "# Hierarchical feature groups: our measurements beside the paper's",
         "",
@@ -262,12 +263,12 @@ def write_report(run_paths: list[str], out: str | Path) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines))
     results = {
-        "store": evals[0]["store"],
+        "store": evals[0].store.to_dict(),
         "paper_setting": paper_setting,
         "table_1": t1_data,
         "ablations": abl_data,
         "groups": grp_rows,
-        "runs": [{k: v for k, v in e.items() if not k.startswith("feature_")} for e in evals],
+        "runs": [{k: v for k, v in e.to_dict().items() if not k.startswith("feature_")} for e in evals],
         "figures": [p.name for p in figures],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))

@@ -11,7 +11,7 @@ from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
 
 from harvest import HarvestConfig, harvest
 from harvest.data import ContextStream, DataSource
-from harvest.model import LayerCapture, load_model, load_tokenizer
+from harvest.lm import LayerCapture, load_model, load_tokenizer
 from store import dtypes, open_store
 from store.verify import verify_store
 

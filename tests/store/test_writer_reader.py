@@ -153,7 +153,7 @@ def test_fsspec_url_store_roundtrip():
 
 
 def test_data_set_running_out_shrinks_the_store(tmp_path):
-    from store.writer import ChunkSink
+    from store.sink import ChunkSink
 
     meta = make_meta(n_rows=1000, d=8, chunk_rows=128)
     acts = synthetic_rows(1000, 8)
@@ -186,7 +186,7 @@ def test_a_finalize_that_stopped_early_is_repaired_by_finalize(tmp_path, meta):
     moment, or two shards finalizing at once): it still opens, verify says so, and finalize repairs it."""
     import zarr
 
-    from store.writer import finalize
+    from store.finalize import finalize
 
     path = tmp_path / "s.zarr"
     write_store(str(path), meta, synthetic_rows(1000, 8))

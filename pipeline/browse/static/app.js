@@ -140,18 +140,16 @@
   }
 
   // ---- overview --------------------------------------------------------------------------------------------
+  /* A column of SITE.columns (the builder writes them from the evaluation record, docs/eval-schema.json):
+   * [label, value of an object holding that field]. */
+  const column = ({ key, title, unit }) => [title, (o) => (unit === "fraction" ? pct : fmt)(o?.[key])];
+
   function metricsTable(runs) {
+    // An evaluated run's figures, else the browser's own pass's where it has the same field (L0, feature counts).
     const rows = [
       ["SAE", (r) => runLabel(r)],
       ["latents (groups)", (r) => `${fmt(r.n)} (${r.groups.length})`],
-      ["MSE (normalised)", (r) => fmt(r.eval?.mse)],
-      ["explained variance", (r) => fmt(r.eval?.explained_variance)],
-      ["L0", (r) => fmt(r.eval?.l0 ?? r.own.l0)],
-      ["live features", (r) => fmt(r.own.live)],
-      ["active features", (r) => fmt(r.eval?.active_features ?? r.own.active_features)],
-      ["dead features", (r) => fmt(r.eval?.dead_features ?? r.own.dead_features)],
-      ["KL (nats)", (r) => fmt(r.eval?.kl)],
-      ["CE recovered", (r) => fmt(r.eval?.ce_recovered)],
+      ...SITE.columns.run.map(column).map(([label, get]) => [label, (r) => get({ ...r.own, ...r.eval })]),
     ];
     const table = h("table", { class: "metrics" },
       h("tr", {}, h("th", { text: "" }), runs.map((r) => h("th", {}, h("a", { href: runLink(r), text: r.name })))),
@@ -165,10 +163,7 @@
   function runCard(run, color) {
     const rows = [
       ["features", (g) => `${fmt(g.features)} (#${g.start}–${g.stop - 1})`],
-      ["live", (g) => fmt(g.live)],
-      ["activation rate", (g) => pct(g.token_rate)],
-      ["feature density", (g) => pct(g.feature_density)],
-      ["intensity", (g) => fmt(g.intensity)],
+      ...SITE.columns.group.map(column),
     ];
     const groupHead = h("tr", {}, h("th", { text: "group" }),
       run.groups.map((g) => h("th", {}, h("a", { href: runLink(run, `/group/${g.group}`), text: `${g.group} →` }))));

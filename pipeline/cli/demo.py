@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.console import console
+from pipeline.cli.console import console
 
 
 @click.command("demo-assets")

@@ -1,10 +1,21 @@
+import dataclasses
 import time
 
 import pytest
 import torch
+from synthetic import make_meta
 
 from harvest.errors import HarvestError
-from harvest.model import LayerCapture, check_layer, load_model, load_tokenizer
+from harvest.lm import (
+    LayerCapture,
+    Splicer,
+    check_layer,
+    fingerprint,
+    load_model,
+    load_store_lm,
+    load_tokenizer,
+    model_info,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +65,22 @@ def test_unknown_hub_model_fails_fast_offline():
     with pytest.raises(HarvestError, match=r"Hugging Face Hub is unreachable.*--model PATH"):
         load_tokenizer("google/gemma-2-2b")
     assert time.monotonic() - started < 20  # no minute of retries
+
+
+def test_splicing_the_identity_changes_nothing(model):
+    ids = torch.randint(3, 300, (2, 31), generator=torch.Generator().manual_seed(0))
+    splicer = Splicer(model, 2)
+    mask = torch.ones(2, 31, dtype=torch.bool)
+    assert torch.equal(splicer.logits(ids, lambda out: out, mask), splicer.logits(ids))
+
+
+def test_load_store_lm_is_the_stores_model_or_refused(model, tiny_model_dir, tmp_path):
+    info = model_info(model, str(tiny_model_dir))
+    meta = make_meta(d=info.d_model, model=info)
+    assert fingerprint(load_store_lm(meta)) == info.fingerprint
+    other = make_meta(d=info.d_model, model=dataclasses.replace(info, name="other", fingerprint="0" * 16))
+    with pytest.raises(HarvestError, match=r"^model '.*' is not the one the store was made from \('other': its "
+                       r"embedding fingerprint differs\): pass the right --model$"):
+        load_store_lm(other, str(tiny_model_dir))
+    with pytest.raises(HarvestError, match=r"\(the store was made with '.*'; pass --model\)$"):
+        load_store_lm(meta, str(tmp_path / "missing"))

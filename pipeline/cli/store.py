@@ -7,8 +7,8 @@ import json
 import click
 from rich.table import Table
 
-from pipeline.console import console, progress_bar
-from pipeline.options import parse_storage_options, storage_option
+from pipeline.cli.console import console, progress_bar
+from pipeline.cli.options import parse_storage_options, storage_option
 
 
 @click.group()
@@ -43,7 +43,7 @@ def store_summary(url: str, storage_options: dict, partial: bool) -> dict:
         "compute_dtype": m.compute_dtype,
         "tokens": st.n_rows,
         "tokens_requested": m.tokens_requested,
-        "contexts": -(-st.n_rows // m.context.rows_per_context),
+        "contexts": st.n_contexts,
         "context_length": m.context.length,
         "include_bos": m.context.include_bos,
         "dataset": m.dataset.name if not m.dataset.data_files
@@ -133,8 +133,8 @@ def verify(path: str, partial: bool, as_json: bool, storage_options: tuple[str, 
 @storage_option
 def finalize(path: str, storage_options: tuple[str, ...]) -> None:
     """Merge statistics and mark a sharded harvest's store complete once all shards finished."""
+    from store.finalize import finalize as finalize_store
     from store.location import StoreLocation
-    from store.writer import finalize as finalize_store
 
     finalize_store(StoreLocation(path, parse_storage_options(storage_options)))
     console.print(f"[green]{path} is complete[/green]")

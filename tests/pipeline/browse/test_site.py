@@ -12,6 +12,7 @@ from cli_helpers import assert_one_line_error, run_cli
 from fit.config import SAEConfig, TrainConfig
 from fit.trainer import fit
 from harvest import HarvestConfig, harvest
+from pipeline.evaluate.config import EvaluateConfig
 from pipeline.evaluate.runner import evaluate
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +39,7 @@ def built(tiny_model_dir, kjv_file, tmp_path_factory):
     runs = root / "runs"
     fit(TrainConfig(store=store, out=str(runs), batch_size=128, tokens=128 * 30, holdout=0.1, log_every=10),
         [SAEConfig(variant="baseline"), SAEConfig(variant="hier", groups=4)])
-    evaluate([str(runs / BASELINE)], kl=False)  # the hierarchical run stays unevaluated
+    evaluate(EvaluateConfig(runs=(str(runs / BASELINE),), kl=False))  # the hierarchical run stays unevaluated
     return root, runs
 
 

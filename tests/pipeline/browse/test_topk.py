@@ -120,7 +120,7 @@ def test_histograms_densities_and_groups_match_numpy():
     acc = ReconstructionAccumulator(17, bounds)
     x = torch.zeros(len(z), 2)
     acc.add(x, x, x, x, z, torch.zeros(17))
-    for mine, theirs in zip(stats.groups(), acc.result()["groups"], strict=True):
+    for mine, theirs in zip([g.to_dict() for g in stats.groups()], acc.result().to_dict()["groups"], strict=True):
         assert mine.keys() == theirs.keys()
         for key in mine:
             assert mine[key] == pytest.approx(theirs[key], rel=1e-6), key

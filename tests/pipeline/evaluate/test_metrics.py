@@ -47,7 +47,7 @@ def test_explained_variance_and_mse_against_float64():
     for lo in range(0, 300, 70):  # in several batches
         sl = slice(lo, lo + 70)
         acc.add(x[sl], x_hat[sl], x[sl] / 5, x_hat[sl] / 5, z[sl], torch.ones(4))
-    r = acc.result()
+    r = acc.result().to_dict()
     xn, xh = x.numpy(), x_hat.numpy()
     ev = 1 - ((xn - xh) ** 2).sum() / ((xn - xn.mean(0)) ** 2).sum()
     assert r["explained_variance"] == pytest.approx(ev, rel=1e-10)
@@ -67,7 +67,7 @@ def test_active_dead_and_group_statistics_on_a_hand_made_matrix():
     acc = ReconstructionAccumulator(6, [(0, 3), (3, 6)])
     x = torch.zeros(4, 2)
     acc.add(x, x, x, x, z, torch.ones(6))
-    r = acc.result()
+    r = acc.result().to_dict()
     # mean activations: f0 0.375, f1 5e-5 (below 1e-4), f3 1.5; f2, f4, f5 never fire
     assert r["active_features"] == 2
     assert r["dead_features"] == 3

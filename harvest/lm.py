@@ -1,9 +1,12 @@
-"""Loading a causal LM and capturing one decoder layer's output without computing the layers after it."""
+"""The LM side of every stage: loading a causal LM (and checking it is a store's), capturing one decoder layer's
+output without computing the layers after it, and running it with that output replaced (splicing)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +14,7 @@ from torch import nn
 
 from harvest.errors import HarvestError
 from harvest.hub import hub_reachable, looks_local
-from store.format import ModelInfo, TokenizerInfo
+from store.format import ModelInfo, StoreMeta, TokenizerInfo
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,34 @@ def load_model(name: str, revision: str | None, device: torch.device, dtype: tor
     except (OSError, ValueError) as exc:
         raise _load_error("model", name, exc) from exc
     return model.to(device).eval().requires_grad_(False)
+
+
+def load_store_lm(meta: StoreMeta, model: str | None = None, device: torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The LM a store was made from (at its revision), or ``model`` instead, refused unless its weights are the
+    store's (same embedding fingerprint)."""
+    name = model or meta.model.name
+    device = torch.device("cpu") if device is None else device
+    try:
+        lm = load_model(name, meta.model.revision if model is None else None, device, dtype)
+    except HarvestError as exc:
+        raise HarvestError(f"{exc} (the store was made with '{meta.model.name}'; pass --model)") from exc
+    if fingerprint(lm) != meta.model.fingerprint:
+        raise HarvestError(
+            f"model '{name}' is not the one the store was made from ('{meta.model.name}': its embedding "
+            "fingerprint differs): pass the right --model"
+        )
+    return lm
+
+
+def load_store_tokenizer(meta: StoreMeta, name: str | None = None):
+    """The tokenizer a store was made with (at its model's revision when it is the model's), or ``name``."""
+    name = name or meta.tokenizer.name
+    revision = meta.model.revision if name == meta.model.name else None
+    try:
+        return load_tokenizer(name, revision)
+    except HarvestError as exc:
+        raise HarvestError(f"{exc}: pass --tokenizer PATH (a folder holding the store's tokenizer)") from exc
 
 
 DECODER_LAYER_PATHS = ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers",
@@ -113,11 +144,11 @@ class LayerCapture:
         raise _StopForward
 
     @torch.inference_mode()
-    def __call__(self, input_ids_BT: torch.Tensor) -> torch.Tensor:
-        """Layer output for a batch of contexts, shape (batch, tokens, d_model), in the model's dtype."""
+    def __call__(self, ids_CT: torch.Tensor) -> torch.Tensor:
+        """Layer output for a batch of contexts, shape (C, T, D), in the model's dtype."""
         handle = self._module.register_forward_hook(self._hook)
         try:
-            self.model(input_ids=input_ids_BT, use_cache=False)
+            self.model(input_ids=ids_CT, use_cache=False)
         except _StopForward:
             pass
         finally:
@@ -126,6 +157,41 @@ class LayerCapture:
             raise HarvestError(f"the model never reached {self.hook_point}")
         out, self._captured = self._captured, None
         return out
+
+
+Replacement = Callable[[torch.Tensor], torch.Tensor]
+"""Maps the layer's output rows at the replaced positions (B, D) to what flows on instead (B, D)."""
+
+
+class Splicer:
+    """Full forward passes of a causal LM, optionally with layer ``layer``'s output replaced at masked positions."""
+
+    def __init__(self, model: nn.Module, layer: int) -> None:
+        self.model = model
+        self.module = decoder_layers(model)[0][layer]
+
+    @contextmanager
+    def replacing(self, replace: Replacement, mask_CT: torch.Tensor) -> Iterator[None]:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor | tuple):
+            out = output[0] if isinstance(output, tuple) else output
+            new = out.clone()
+            new[mask_CT] = replace(out[mask_CT]).to(out.dtype)
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @torch.inference_mode()
+    def logits(self, ids_CT: torch.Tensor, replace: Replacement | None = None,
+               mask_CT: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits (C, T, V) in float32."""
+        if replace is None:
+            return self.model(input_ids=ids_CT, use_cache=False).logits.float()
+        with self.replacing(replace, mask_CT):
+            return self.model(input_ids=ids_CT, use_cache=False).logits.float()
 
 
 def fingerprint(model: nn.Module) -> str:

@@ -8,12 +8,12 @@ import torch
 from cli_helpers import assert_one_line_error, run_cli
 
 from fit.config import SAEConfig, TrainConfig
+from fit.runs import RunDir
 from fit.sae import SAE
 from fit.trainer import fit
 from harvest import HarvestConfig, harvest
-from harvest.model import load_model
-from pipeline.evaluate.runner import _behaviour, evaluate
-from pipeline.evaluate.splice import Splicer
+from pipeline.evaluate.config import EvaluateConfig
+from pipeline.evaluate.runner import Member, _behaviour, evaluate
 from store import open_store
 
 
@@ -31,7 +31,7 @@ def trained(tiny_model_dir, kjv_file, tmp_path_factory):
 
 def test_evaluate_writes_every_metric(trained):
     _store, runs = trained
-    results = evaluate([str(runs)], batch_contexts=4)
+    results = [r.to_dict() for r in evaluate(EvaluateConfig(runs=(str(runs),), batch_contexts=4))]
     assert [r["name"] for r in results] == ["baseline-l0.04-s0", "hier-K4-g1.5-l0.04-s0"]
     for r in results:
         saved = json.loads((Path(r["run_dir"]) / "eval.json").read_text())
@@ -46,12 +46,6 @@ def test_evaluate_writes_every_metric(trained):
 def test_splicing_the_identity_changes_nothing(trained, tiny_model_dir):
     store_url, _ = trained
     st = open_store(store_url)
-    model = load_model(str(tiny_model_dir), None, torch.device("cpu"), torch.float32)
-    splicer = Splicer(model, 2)
-    ids = torch.from_numpy(st.tokens(0, 62).reshape(2, 31).astype("int64"))
-    mask = torch.ones(2, 31, dtype=torch.bool)
-    assert torch.equal(splicer.logits(ids, lambda out: out, mask), splicer.logits(ids))
-
     # an SAE that is the identity on these activations (ReLU(x + c) - c with c above every |x|)
     sae = SAE(SAEConfig(variant="baseline", norm="none"), 64)
     c = 1 + float(st.read_rows(0, st.n_rows).abs().max()) * 2
@@ -61,7 +55,10 @@ def test_splicing_the_identity_changes_nothing(trained, tiny_model_dir):
         sae.b_enc.fill_(c)
         sae.b_dec.fill_(-c)
     split = st.split(0.1)
-    out = _behaviour(st, split.heldout, [(Path("identity"), sae, {})], None, None, 4, torch.device("cpu"), None)
+    cfg = EvaluateConfig(runs=("identity",), batch_contexts=4)
+    members = [Member(RunDir(Path("identity")), sae, {})]
+    out = {name: b.to_dict() for name, b in _behaviour(st, split.heldout, members, cfg, torch.device("cpu"),
+                                                        None).items()}
     assert out["identity"]["kl"] < 1e-6
     assert out["identity"]["ce_recovered"] == pytest.approx(1.0, abs=1e-4)
 

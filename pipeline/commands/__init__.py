@@ -1,1 +1,0 @@
-"""One module per command group; importing them registers the commands on the `pipeline` group."""

@@ -1,0 +1,36 @@
+"""The configuration of `pipeline evaluate`; the CLI's options are these fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Which runs to measure, on which store, and how much of the LM to run for KL and CE."""
+
+    runs: tuple[str, ...]
+    """Run directories, or folders of them."""
+    store_url: str | None = None
+    """Store to evaluate on, instead of the one each run was trained on."""
+    model: str | None = None
+    """LM (hub id or folder) for the spliced KL and CE, instead of the store's model."""
+    kl: bool = True
+    """Run the LM with each SAE spliced in over the held-out contexts, for KL and CE."""
+    kl_contexts: int | None = None
+    """At most this many held-out contexts for KL and CE (all when unset)."""
+    batch_contexts: int = 2
+    """Contexts per LM forward pass."""
+    device: str = "auto"
+    """Device to evaluate on: auto (CUDA when there is a GPU), cpu, cuda or cuda:N."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(str(r) for r in self.runs))
+        if not self.runs:
+            raise PipelineError("name at least one run directory, or a folder of them")
+        if self.kl_contexts is not None and self.kl_contexts < 1:
+            raise PipelineError(f"--kl-contexts must be at least 1, got {self.kl_contexts}")
+        if self.batch_contexts < 1:
+            raise PipelineError(f"--batch-contexts must be at least 1, got {self.batch_contexts}")

@@ -1,0 +1,383 @@
+"""The evaluation record: what `pipeline evaluate` writes to RUN/eval.json, and what `report` and `browse` read.
+
+One dataclass per JSON object and one docstring per field (docs/metrics.md defines each metric in words).
+Reading is strict: an unknown or a missing field is one PipelineError line, not a KeyError later on. The JSON
+Schema in docs/eval-schema.json is generated from these classes:
+``python -m pipeline.evaluate.record > docs/eval-schema.json``.
+
+Fields whose default is ``None`` are optional: measured only sometimes (the LM passes, skipped with --no-kl),
+left out of eval.json when not measured. A field's ``title`` (metadata) is the short label the browser shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fit.runs import write_json_atomic
+from pipeline.errors import PipelineError
+from store.docstrings import field_docs
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "eval-schema.json"
+REGENERATE = "python -m pipeline.evaluate.record > docs/eval-schema.json"
+
+R = TypeVar("R", bound="Record")
+
+
+def _title(title: str, unit: str | None = None) -> Any:
+    """A field with a short display label (and a unit the browser formats by, e.g. 'fraction' as a percent)."""
+    return field(metadata={"title": title, **({"unit": unit} if unit else {})})
+
+
+def _optional_title(title: str) -> Any:
+    return field(default=None, metadata={"title": title})
+
+
+class Record:
+    """Strict conversion of a record dataclass to and from its JSON object."""
+
+    def field_values(self) -> dict[str, Any]:
+        """Field name -> value, nested records left as they are (for building one record from another)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: nested records as objects, optional fields left out where not measured."""
+        return {f.name: _to_json(getattr(self, f.name)) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if not (f.default is None and getattr(self, f.name) is None)}
+
+    @classmethod
+    def from_dict(cls: type[R], obj: Any, where: str) -> R:
+        """The record of a JSON object; ``where`` names it in errors (a file, then the path to the field)."""
+        if not isinstance(obj, dict):
+            raise PipelineError(f"{where} is not a JSON object: rerun `pipeline evaluate`")
+        known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(obj) - set(known))
+        missing = sorted(name for name, f in known.items() if name not in obj and _required(f))
+        if unknown or missing:
+            problems = ([f"unknown field(s) {', '.join(unknown)}"] if unknown else []) + (
+                [f"no field(s) {', '.join(missing)}"] if missing else [])
+            raise PipelineError(f"{where} has {' and '.join(problems)}: it was written by another version of "
+                                "`pipeline evaluate`; rerun it")
+        hints = _hints(cls)
+        return cls(**{name: _from_json(hints[name], value, f"{where}: {name}") for name, value in obj.items()})
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupStats(Record):
+    """One latent group's statistics over the held-out rows (the baseline is one group)."""
+
+    group: int
+    """The group's number, 1 first; its L1 weight grows with it."""
+    features: int
+    """Latents in the group."""
+    live: int = _title("live")
+    """Features of the group that fired on at least one held-out row."""
+    active: int = _title("active")
+    """Features of the group whose mean activation exceeds 1e-4 (the paper's definition)."""
+    token_rate: float = _title("activation rate", "fraction")
+    """Fraction of held-out rows on which at least one feature of the group fires."""
+    feature_density: float = _title("feature density", "fraction")
+    """Mean over the group's features of the fraction of held-out rows each fires on."""
+    intensity: float = _title("intensity")
+    """Mean activation of the group's features where they fire."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreRecord(Record):
+    """The store the run was evaluated on: its identity as the run's config.json records it (runs trained before
+    the identity grew lack the optional fields), and the rows evaluated."""
+
+    url: str
+    """Where the store was read (a path or fsspec URL)."""
+    model: str
+    """The LM the store was harvested from (hub id or folder)."""
+    model_fingerprint: str
+    """Fingerprint of the LM's embedding weights, to refuse another model."""
+    layer: int
+    """Decoder layer whose output the store holds."""
+    d_model: int
+    """Width of an activation row."""
+    dataset: str
+    """The text data set the store was harvested from (hub id, or json/text/parquet for local files)."""
+    data_files: list[str] | None
+    """The data set's local files (null for a hub data set)."""
+    context_length: int
+    """Tokens per context, BOS included."""
+    include_bos: bool
+    """Whether the store holds the BOS position's row."""
+    n_rows: int
+    """Rows (tokens) in the store when the run was trained."""
+    model_revision: str | None = None
+    """The LM's hub commit (absent for a local model)."""
+    dataset_config: str | None = None
+    """The data set's configuration name, if any."""
+    dataset_split: str | None = None
+    """The data set's split."""
+    text_field: str | None = None
+    """The data set's text column."""
+    tokenizer: str | None = None
+    """The tokenizer the store was harvested with."""
+    dtype: str | None = None
+    """The stored activations' dtype."""
+    compute_dtype: str | None = None
+    """The dtype the LM ran in while harvesting."""
+    batch_size: int | None = None
+    """Contexts per LM forward pass while harvesting."""
+    tokens: int | None = None
+    """Tokens the harvest asked for."""
+    chunk_rows: int | None = None
+    """Rows per store chunk."""
+    architecture: str
+    """The LM's Transformers class name, e.g. Gemma2ForCausalLM."""
+    description: str
+    """One line describing the store (model, layer, tokens, data set)."""
+    tokens_total: int
+    """Rows (tokens) in the store when it was evaluated."""
+    heldout_rows: list[int]
+    """[start, stop): the held-out rows evaluated (the last contexts, never trained on)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRecord(Record):
+    """What the run's training.json says of its training."""
+
+    steps: int
+    """Optimiser steps taken."""
+    tokens: int
+    """Training rows seen (steps x batch size)."""
+    sae_seconds: float
+    """The SAE's own compute (forward, backward, optimiser step) summed over its run, in seconds."""
+    final: dict[str, Any]
+    """The last line of the run's metrics.jsonl (docs/fit.md), {} when none was logged."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reconstruction(Record):
+    """Reconstruction, sparsity and feature use over the held-out rows."""
+
+    rows: int
+    """Held-out rows evaluated (R)."""
+    mse: float = _title("MSE (normalised)")
+    """(1/R) sum ||x_n - x_hat_n||^2 in the SAE's normalised space: the training objective's reconstruction term
+    (Table 1's training loss)."""
+    mse_raw: float = _title("MSE (activation space)")
+    """(1/R) sum ||x - x_hat||^2 in activation space."""
+    explained_variance: float = _title("explained variance")
+    """1 - sum ||x - x_hat||^2 / sum ||x - mean x||^2 in activation space."""
+    explained_variance_normalised: float = _title("explained variance (normalised)")
+    """The same in the SAE's normalised space."""
+    l0: float = _title("L0")
+    """Mean number of latents above zero per row."""
+    penalty: float = _title("penalty")
+    """(1/R) sum_j w_j z_j: the sparsity penalty per row, each latent weighted by its group's L1 weight."""
+    active_features: int = _title("active features")
+    """Latents whose mean activation over the rows exceeds 1e-4 (the paper's definition)."""
+    dead_features: int = _title("dead features")
+    """Latents that never fire on the held-out rows."""
+    groups: list[GroupStats]
+    """Per latent group, in order."""
+    feature_density: list[float]
+    """Per latent: the fraction of held-out rows on which it fires."""
+    feature_mean_activation: list[float]
+    """Per latent: its mean activation over all held-out rows (zeros included)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Behaviour(Record):
+    """The LM's next-token predictions with the SAE spliced in, over the held-out contexts."""
+
+    kl: float | None = _optional_title("KL (nats)")
+    """Mean over replaced positions of KL(p_clean || p_spliced), in nats."""
+    ce_clean: float | None = _optional_title("CE, clean")
+    """Mean next-token cross-entropy of the clean LM over replaced positions with a next token, in nats."""
+    ce_spliced: float | None = _optional_title("CE, SAE spliced in")
+    """The same with the SAE's reconstruction replacing the layer's output."""
+    ce_zero_ablated: float | None = _optional_title("CE, zero-ablated")
+    """The same with the layer's output replaced by zeros."""
+    ce_recovered: float | None = _optional_title("CE recovered")
+    """(CE_zero - CE_spliced) / (CE_zero - CE_clean): 1 = as good as the clean LM, 0 = as bad as zeroing."""
+    kl_tokens: int | None = None
+    """Replaced positions the KL is averaged over."""
+    ce_tokens: int | None = None
+    """Replaced positions with a next token, the CEs are averaged over."""
+    kl_contexts: int | None = None
+    """Held-out contexts the LM ran over (all, or the first --kl-contexts)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord(Record):
+    """Which run was evaluated, on which store, after what training."""
+
+    name: str
+    """The run's name (its directory's name)."""
+    run_dir: str
+    """The run's directory."""
+    sae: dict[str, Any]
+    """The SAE's configuration as the run's config.json records it (variant, expansion, groups, gamma, l1,
+    seed, ...; docs/fit.md)."""
+    n_latents: int
+    """Latents of the SAE (F)."""
+    group_bounds: list[list[int]]
+    """[start, stop) of each latent group, in order."""
+    store: StoreRecord
+    """The store evaluated on."""
+    train: TrainRecord
+    """The run's training summary."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRecord(Behaviour, Reconstruction, RunRecord):
+    """One run's evaluation, RUN/eval.json: one flat object of the run's, the reconstruction's and the LM's
+    fields (the LM's are absent when evaluated with --no-kl)."""
+
+    def metric(self, name: str) -> Any:
+        """A metric by its field name (None where not measured); unknown names are a bug, not a user error."""
+        if name not in _field_names(EvalRecord):
+            raise AttributeError(f"eval.json has no field {name!r}")
+        return getattr(self, name)
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> EvalRecord:
+        try:
+            obj = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise PipelineError(f"{path} is not valid JSON ({exc}): rerun `pipeline evaluate`") from None
+        return cls.from_dict(obj, str(path))
+
+
+# -- JSON Schema ------------------------------------------------------------------------------------------------
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of eval.json, from the record's fields, types and docstrings."""
+    nested = (StoreRecord, TrainRecord, GroupStats)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "docs/eval-schema.json",
+        "title": "eval.json",
+        "description": f"{_doc(EvalRecord)} Generated from pipeline/evaluate/record.py: {REGENERATE}",
+        **_object_schema(EvalRecord),
+        "$defs": {c.__name__: {"description": _doc(c), **_object_schema(c)} for c in nested},
+    }
+
+
+def _object_schema(cls: type[Record]) -> dict[str, Any]:
+    docs, hints = field_docs(cls), _hints(cls)
+    props = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        tp = _not_none(hints[f.name]) if f.default is None else hints[f.name]
+        props[f.name] = {**_type_schema(tp), **dict(f.metadata), "description": docs[f.name]}
+    required = [f.name for f in dataclasses.fields(cls) if _required(f)]  # type: ignore[arg-type]
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+def _type_schema(tp: Any) -> dict[str, Any]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return {"anyOf": [_type_schema(a) for a in args]}
+    if origin is list:
+        return {"type": "array", "items": _type_schema(args[0])}
+    if origin is dict:
+        return {"type": "object"}
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return {"$ref": f"#/$defs/{tp.__name__}"}
+    return {"type": {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}[tp]}
+
+
+def _not_none(tp: Any) -> Any:
+    """``X | None`` -> X: an optional field is left out of the JSON, never written as null."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 else tp
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+def _doc(cls: type) -> str:
+    return re.sub(r"\s+", " ", inspect.getdoc(cls) or "").strip()
+
+
+@cache
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+_SCALARS = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
+def _from_json(tp: Any, value: Any, where: str) -> Any:
+    """``value`` as type ``tp``: nested records built, scalars checked."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _from_json(next(a for a in args if a is not type(None)), value, where)
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return tp.from_dict(value, where)
+    if origin is list and isinstance(value, list):
+        return [_from_json(args[0], v, where) for v in value]
+    ok = (isinstance(value, dict) if origin is dict else isinstance(value, list) if origin is list
+          else isinstance(value, _SCALARS[tp]) and (tp is bool or not isinstance(value, bool)))
+    if not ok:
+        raise PipelineError(f"{where} is {value!r}, not of type {getattr(tp, '__name__', tp)}: rerun "
+                            "`pipeline evaluate`")
+    return value
+
+
+# -- metric names ---------------------------------------------------------------------------------------------
+
+def metric_names(*names: str) -> tuple[str, ...]:
+    """``names``, each checked to be a field of the record (so a rename fails at import, not in a report)."""
+    unknown = [n for n in names if n not in _field_names(EvalRecord) | _field_names(GroupStats)]
+    if unknown:
+        raise AttributeError(f"not fields of the evaluation record: {', '.join(unknown)}")
+    return names
+
+
+SCALAR_METRICS = metric_names("mse", "mse_raw", "explained_variance", "explained_variance_normalised", "l0",
+                              "active_features", "dead_features", "kl", "ce_clean", "ce_spliced",
+                              "ce_zero_ablated", "ce_recovered")
+"""Every per-run metric that is one number, in the order reports list them."""
+HEADLINE_METRICS = metric_names("mse", "explained_variance", "l0", "active_features", "dead_features", "kl",
+                                "ce_recovered")
+"""The per-run metrics a summary shows (the report's table of every run, the browser's overview)."""
+GROUP_METRICS = metric_names("live", "active", "token_rate", "feature_density", "intensity")
+"""The per-group statistics averaged over seeds and shown per group."""
+
+
+def columns(cls: type[Record], names: tuple[str, ...]) -> list[dict[str, str]]:
+    """[{key, title[, unit]}] of these fields of ``cls``: what a table showing them needs."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return [{"key": n, **meta[n]} for n in names]
+
+
+
+if __name__ == "__main__":
+    print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
