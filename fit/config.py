@@ -13,6 +13,7 @@ VARIANTS = ("baseline", "hier")
 NORMS = ("layer_norm", "store_stats", "none")
 RECON_LOSSES = ("mse", "l2")
 DATA_MODES = ("auto", "memory", "stream")
+TRACKERS = ("wandb", "trackio", "tensorboard")
 
 
 def _fmt(x: float) -> str:
@@ -89,8 +90,8 @@ def expand_grid(variants: list[str], seeds: list[int], groups: list[int], gammas
                 **common: Any) -> list[SAEConfig]:
     """Every combination, with duplicates removed (K and gamma do not apply to the baseline)."""
     out: dict[str, SAEConfig] = {}
-    for variant, seed, k, gamma, l1 in itertools.product(variants, seeds, groups, gammas, l1s):
-        cfg = SAEConfig(variant=variant, seed=seed, groups=k, gamma=gamma, l1=l1, **common)
+    for variant, seed, n_groups, gamma, l1 in itertools.product(variants, seeds, groups, gammas, l1s):
+        cfg = SAEConfig(variant=variant, seed=seed, groups=n_groups, gamma=gamma, l1=l1, **common)
         out.setdefault(cfg.name, cfg)
     return list(out.values())
 
@@ -104,9 +105,13 @@ class TrainConfig:
     out: str
     """Run directory: each SAE gets ``out/<name>/``."""
     batch_size: int = 2048
+    """Rows (tokens) per optimiser step, summed over all data-parallel processes."""
     lr: float = 3e-4
+    """AdamW learning rate (after the warm-up)."""
     weight_decay: float = 1e-4
+    """AdamW's decoupled weight decay."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW's (beta1, beta2)."""
     lr_warmup_steps: int = 0
     """Linear learning-rate warm-up from 0 (the paper uses none)."""
     l1_warmup_steps: int = 0
@@ -136,6 +141,11 @@ class TrainConfig:
     """Streams each global batch is drawn from, one per data-parallel process; None = the number of processes
     (torchrun's WORLD_SIZE, else 1). A single process with ``streams = G`` sees a G-process job's batches."""
     storage_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec options for opening a remote store (e.g. ``{"anon": true}`` or an endpoint); empty for local."""
+    track: str | None = None
+    """Also send every SAE's metrics.jsonl lines to an experiment tracker, one tracker run per SAE: ``wandb``
+    (offline unless WANDB_MODE is set), ``trackio`` (local) or ``tensorboard`` (event files in
+    ``out/<name>/tensorboard/``); None tracks nothing. Each needs its extra: pip install 'hfg-sae[wandb]'."""
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
@@ -152,6 +162,8 @@ class TrainConfig:
             raise FitError("--log-every must be positive and --checkpoint-every non-negative")
         if min(self.lr_warmup_steps, self.l1_warmup_steps) < 0:
             raise FitError("warm-up steps must be non-negative")
+        if self.track is not None and self.track not in TRACKERS:
+            raise FitError(f"--track must be one of {', '.join(TRACKERS)}, got {self.track}")
         if self.streams is not None and (self.streams < 1 or self.batch_size % self.streams):
             raise FitError(f"--streams {self.streams} must be positive and divide --batch-size {self.batch_size}")
 

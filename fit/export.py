@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from fit.sae import SAE
+from store.format import StoreMeta
 
 SAELENS_FORMAT_VERSION = "6.0.0"
 
@@ -33,6 +34,22 @@ def saelens_tensors(sae: SAE) -> tuple[dict[str, torch.Tensor], str]:
         norm = "none"
     tensors = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}
     return {k: v.contiguous() for k, v in tensors.items()}, norm
+
+
+def saelens_metadata(sae: SAE, meta: StoreMeta) -> dict[str, Any]:
+    """Where the SAE reads its input (model, hook, context) and its penalty, for SAELens's cfg.json."""
+    return {
+        "model_name": meta.model.name,
+        "hook_name": f"blocks.{meta.layer}.hook_resid_post",
+        "hf_hook_point": meta.hook_point,
+        "hook_layer": meta.layer,
+        "context_size": meta.context.length,
+        "prepend_bos": True,
+        "dataset_path": meta.dataset.name,
+        "sae_variant": sae.cfg.variant,
+        "penalty_groups": sae.group_bounds,
+        "penalty_weights": sorted({round(float(w), 10) for w in sae.w_F}),
+    }
 
 
 def export_saelens(sae: SAE, out_dir: Path, metadata: dict[str, Any]) -> Path:

@@ -11,18 +11,18 @@ LN_EPS = 1e-5
 """SAELens's layer-norm epsilon (added to the standard deviation), so exported SAEs behave identically there."""
 
 
-def group_sizes(n: int, k: int) -> list[int]:
+def group_sizes(n: int, groups: int) -> list[int]:
     """Sizes of K contiguous groups over n latents: as equal as possible, the first n % K groups one larger."""
-    if k <= 0 or n < k:
-        raise ValueError(f"cannot split {n} latents into {k} non-empty groups")
-    base, extra = divmod(n, k)
-    return [base + (1 if g < extra else 0) for g in range(k)]
+    if groups <= 0 or n < groups:
+        raise ValueError(f"cannot split {n} latents into {groups} non-empty groups")
+    base, extra = divmod(n, groups)
+    return [base + (1 if g < extra else 0) for g in range(groups)]
 
 
-def group_bounds(n: int, k: int) -> list[tuple[int, int]]:
+def group_bounds(n: int, groups: int) -> list[tuple[int, int]]:
     """[start, stop) of each group, in order."""
     bounds, start = [], 0
-    for size in group_sizes(n, k):
+    for size in group_sizes(n, groups):
         bounds.append((start, start + size))
         start += size
     return bounds
@@ -34,8 +34,8 @@ def penalty_weights(n: int, l1: float, groups: int = 1, gamma: float = 1.0) -> t
     groups=1 (or gamma=1) is the uniform baseline penalty.
     """
     w_F = torch.empty(n, dtype=torch.float64)
-    for k, (start, stop) in enumerate(group_bounds(n, groups)):
-        w_F[start:stop] = l1 * gamma**k
+    for g, (start, stop) in enumerate(group_bounds(n, groups)):
+        w_F[start:stop] = l1 * gamma**g
     return w_F
 
 

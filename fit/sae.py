@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fit import functional as F
+from fit import functional as fn
 from fit.config import SAEConfig
 
 
@@ -34,12 +34,12 @@ class SAE(nn.Module):
         self.d_model = d_model
         self.n_latents = n = cfg.n_latents(d_model)
         g = torch.Generator().manual_seed(cfg.seed)
-        W_dec = F.unit_rows(torch.randn(n, d_model, generator=g))
+        W_dec = fn.unit_rows(torch.randn(n, d_model, generator=g))
         self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())  # D x F: tied at initialisation
         self.b_enc = nn.Parameter(torch.zeros(n))
         self.W_dec = nn.Parameter(W_dec)  # F x D, unit-norm rows
         self.b_dec = nn.Parameter(torch.zeros(d_model))
-        self.register_buffer("w_F", F.penalty_weights(n, cfg.l1, cfg.groups, cfg.gamma).float())
+        self.register_buffer("w_F", fn.penalty_weights(n, cfg.l1, cfg.groups, cfg.gamma).float())
         if cfg.norm == "store_stats":
             if store_mean is None or store_std is None:
                 raise ValueError("norm='store_stats' needs the store's per-dimension mean and std")
@@ -51,11 +51,11 @@ class SAE(nn.Module):
 
     @property
     def group_bounds(self) -> list[tuple[int, int]]:
-        return F.group_bounds(self.n_latents, self.cfg.groups)
+        return fn.group_bounds(self.n_latents, self.cfg.groups)
 
     def normalise(self, x_BD: torch.Tensor) -> Normalised:
         if self.cfg.norm == "layer_norm":
-            x_n, mu, std = F.layer_norm(x_BD)
+            x_n, mu, std = fn.layer_norm(x_BD)
             return Normalised(x_n, mu, std)
         if self.cfg.norm == "store_stats":
             return Normalised((x_BD - self.norm_mean) / self.norm_std, self.norm_mean, self.norm_std)
@@ -63,10 +63,10 @@ class SAE(nn.Module):
         return Normalised(x_BD, zero, zero + 1)
 
     def encode(self, x_n_BD: torch.Tensor) -> torch.Tensor:
-        return F.encode(x_n_BD, self.W_enc, self.b_enc)
+        return fn.encode(x_n_BD, self.W_enc, self.b_enc)
 
     def decode(self, z_BF: torch.Tensor) -> torch.Tensor:
-        return F.decode(z_BF, self.W_dec, self.b_dec)
+        return fn.decode(z_BF, self.W_dec, self.b_dec)
 
     def forward(self, x_BD: torch.Tensor) -> torch.Tensor:
         """Reconstruction of raw activations (normalise, encode, decode, de-normalise)."""
@@ -77,5 +77,5 @@ class SAE(nn.Module):
         """Training loss on already-normalised rows (the pass normalises once for all SAEs sharing a norm)."""
         z_BF = self.encode(norm.x_BD)
         x_hat_BD = self.decode(z_BF)
-        total, recon, penalty = F.sae_loss(norm.x_BD, x_hat_BD, z_BF, self.w_F, self.cfg.recon, l1_scale)
+        total, recon, penalty = fn.sae_loss(norm.x_BD, x_hat_BD, z_BF, self.w_F, self.cfg.recon, l1_scale)
         return total, {"recon": recon, "penalty": penalty, "z": z_BF, "x_hat": x_hat_BD}

@@ -4,22 +4,22 @@ import numpy as np
 import pytest
 import torch
 
-from fit import functional as F
+from fit import functional as fn
 
 
 def test_group_sizes_when_n_is_not_divisible_by_k():
-    assert F.group_sizes(2304, 5) == [461, 461, 461, 461, 460]
-    assert F.group_sizes(10, 3) == [4, 3, 3]
-    assert F.group_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert fn.group_sizes(2304, 5) == [461, 461, 461, 461, 460]
+    assert fn.group_sizes(10, 3) == [4, 3, 3]
+    assert fn.group_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
     with pytest.raises(ValueError):
-        F.group_sizes(2, 3)
+        fn.group_sizes(2, 3)
 
 
 def test_penalty_weights_are_geometric_per_group():
-    w = F.penalty_weights(11, 0.04, groups=3, gamma=1.5)
+    w = fn.penalty_weights(11, 0.04, groups=3, gamma=1.5)
     expected = [0.04] * 4 + [0.06] * 4 + [0.09] * 3
     np.testing.assert_allclose(w.numpy(), expected, rtol=1e-15)
-    np.testing.assert_allclose(F.penalty_weights(5, 0.04).numpy(), [0.04] * 5)
+    np.testing.assert_allclose(fn.penalty_weights(5, 0.04).numpy(), [0.04] * 5)
 
 
 def test_loss_matches_float64_reference():
@@ -27,12 +27,12 @@ def test_loss_matches_float64_reference():
     x = torch.randn(7, 5, generator=g, dtype=torch.float64)
     W_enc = torch.randn(5, 6, generator=g, dtype=torch.float64)
     b_enc = torch.randn(6, generator=g, dtype=torch.float64)
-    W_dec = F.unit_rows(torch.randn(6, 5, generator=g, dtype=torch.float64))
+    W_dec = fn.unit_rows(torch.randn(6, 5, generator=g, dtype=torch.float64))
     b_dec = torch.randn(5, generator=g, dtype=torch.float64)
-    w = F.penalty_weights(6, 0.04, 2, 1.5).double()
-    z = F.encode(x, W_enc, b_enc)
-    x_hat = F.decode(z, W_dec, b_dec)
-    total, recon, pen = F.sae_loss(x, x_hat, z, w, "mse", l1_scale=0.5)
+    w = fn.penalty_weights(6, 0.04, 2, 1.5).double()
+    z = fn.encode(x, W_enc, b_enc)
+    x_hat = fn.decode(z, W_dec, b_dec)
+    total, recon, pen = fn.sae_loss(x, x_hat, z, w, "mse", l1_scale=0.5)
     # longhand
     xn, Wn, bn, Wd, bd = x.numpy(), W_enc.numpy(), b_enc.numpy(), W_dec.numpy(), b_dec.numpy()
     z_ref = np.maximum(xn @ Wn + bn, 0)
@@ -41,7 +41,7 @@ def test_loss_matches_float64_reference():
     pen_ref = np.mean([sum(w.numpy()[j] * abs(z_ref[i, j]) for j in range(6)) for i in range(7)])
     assert np.isclose(recon.item(), recon_ref, rtol=1e-12) and np.isclose(pen.item(), pen_ref, rtol=1e-12)
     assert np.isclose(total.item(), recon_ref + 0.5 * pen_ref, rtol=1e-12)
-    l2 = F.reconstruction_loss(x, x_hat, "l2").item()
+    l2 = fn.reconstruction_loss(x, x_hat, "l2").item()
     assert np.isclose(l2, np.mean([np.linalg.norm(xn[i] - xh_ref[i]) for i in range(7)]), rtol=1e-12)
 
 
@@ -49,21 +49,21 @@ def test_float32_loss_is_close_to_float64():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 32, generator=g, dtype=torch.float64) * 10
     W_enc, b_enc = torch.randn(32, 48, generator=g, dtype=torch.float64), torch.zeros(48, dtype=torch.float64)
-    W_dec, b_dec = F.unit_rows(torch.randn(48, 32, generator=g, dtype=torch.float64)), torch.zeros(32).double()
-    w = F.penalty_weights(48, 0.04, 5, 1.5)
+    W_dec, b_dec = fn.unit_rows(torch.randn(48, 32, generator=g, dtype=torch.float64)), torch.zeros(32).double()
+    w = fn.penalty_weights(48, 0.04, 5, 1.5)
 
     def loss(dt):
-        z = F.encode(x.to(dt), W_enc.to(dt), b_enc.to(dt))
-        return F.sae_loss(x.to(dt), F.decode(z, W_dec.to(dt), b_dec.to(dt)), z, w.to(dt))[0].item()
+        z = fn.encode(x.to(dt), W_enc.to(dt), b_enc.to(dt))
+        return fn.sae_loss(x.to(dt), fn.decode(z, W_dec.to(dt), b_dec.to(dt)), z, w.to(dt))[0].item()
 
     assert np.isclose(loss(torch.float32), loss(torch.float64), rtol=1e-5)
 
 
 def test_layer_norm_round_trip_and_formula():
     x = torch.randn(4, 9, dtype=torch.float64) * 5 + 3
-    y, mu, std = F.layer_norm(x)
+    y, mu, std = fn.layer_norm(x)
     ref_mu = x.numpy().mean(-1, keepdims=True)
     ref_std = x.numpy().std(-1, ddof=1, keepdims=True)
-    np.testing.assert_allclose(y.numpy(), (x.numpy() - ref_mu) / (ref_std + F.LN_EPS), rtol=1e-12)
-    np.testing.assert_allclose(F.layer_norm_inverse(y, mu, std).numpy(),
+    np.testing.assert_allclose(y.numpy(), (x.numpy() - ref_mu) / (ref_std + fn.LN_EPS), rtol=1e-12)
+    np.testing.assert_allclose(fn.layer_norm_inverse(y, mu, std).numpy(),
                                (y.numpy() * ref_std + ref_mu), rtol=1e-12)

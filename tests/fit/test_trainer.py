@@ -16,6 +16,7 @@ from fit.config import SAEConfig, TrainConfig
 from fit.errors import FitError
 from fit.runs import load_sae
 from fit.trainer import fit
+from store.errors import IncompleteStoreError
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_finished_runs_are_skipped_and_other_configs_refused(store, tmp_path):
 def test_incomplete_store_and_nan_batches_are_refused(tmp_path):
     partial = str(tmp_path / "partial.zarr")
     write_store(partial, make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16), stop_row=2000)
-    with pytest.raises(FitError, match="incomplete"):
+    with pytest.raises(IncompleteStoreError, match="incomplete"):
         fit(train_cfg(partial, tmp_path / "a"), [HIER])
 
     acts = synthetic_rows(4000, 16)
