@@ -1,4 +1,4 @@
-"""The configuration of `pipeline browse`; the CLI maps its options one to one onto these fields."""
+"""The configuration of `pipeline browse`; the CLI's options are generated from these fields."""
 
 from __future__ import annotations
 

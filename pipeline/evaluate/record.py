@@ -320,7 +320,6 @@ def _doc(cls: type) -> str:
     return re.sub(r"\s+", " ", inspect.getdoc(cls) or "").strip()
 
 
-@cache
 def _to_json(value: Any) -> Any:
     if isinstance(value, Record):
         return value.to_dict()

@@ -20,7 +20,7 @@ from pipeline.evaluate.record import (
 )
 from store.docstrings import field_docs
 
-APP_JS = Path(__file__).resolve().parents[2] / "pipeline" / "browse" / "static" / "app.js"
+APP_JS = Path(__file__).resolve().parents[3] / "pipeline" / "browse" / "static" / "app.js"
 
 
 def record(**behaviour) -> EvalRecord:
