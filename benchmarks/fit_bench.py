@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import BenchReport, Figure
+from benchmarks.store_bench import write_bench_store
 from fit.config import SAEConfig, TrainConfig
 from fit.trainer import fit
-from pipeline.bench.common import BenchReport, Figure
-from pipeline.bench.store_bench import write_bench_store
 
 log = logging.getLogger(__name__)
 

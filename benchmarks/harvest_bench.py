@@ -10,11 +10,12 @@ from itertools import islice
 import numpy as np
 import torch
 
+from benchmarks.common import BenchReport, Figure
 from harvest import HarvestConfig, harvest
 from harvest.data import ContextStream, DataSource
-from harvest.model import LayerCapture, load_model, load_tokenizer, special_tokens
-from pipeline.bench.common import BenchReport, Figure
+from harvest.lm import LayerCapture, load_model, load_tokenizer, special_tokens
 from pipeline.demo import DEMO_LAYER, demo_corpus, demo_model
+from store.format import ceil_div
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def run(report: BenchReport, *, tokens: int = 8192, batch: int = 8, workdir: str
         tokenizer = load_tokenizer(model_dir)
         sp = special_tokens(tokenizer, model_dir)
         per_ctx = cfg.context_length - 1
-        n_ctx = -(-tokens // per_ctx)
+        n_ctx = ceil_div(tokens, per_ctx)
         contexts = list(islice(ContextStream(DataSource.from_config(cfg).texts(), tokenizer, cfg.context_length,
                                              bos_id=sp.bos, eos_id=sp.eos, pad_id=sp.pad), n_ctx))
         ids = torch.from_numpy(np.stack([c.tokens for c in contexts]))

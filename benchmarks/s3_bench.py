@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import BenchReport, Figure
+from benchmarks.s3_server import moto_server
+from benchmarks.store_bench import write_bench_store
 from fit.config import SAEConfig, TrainConfig
 from fit.trainer import fit
-from pipeline.bench.common import BenchReport, Figure
-from pipeline.bench.s3_server import moto_server
-from pipeline.bench.store_bench import write_bench_store
 from store.batches import BatchOrder, ShuffledBatches
 from store.reader import open_store
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.bench.common import BenchReport, Figure, timed
+from benchmarks.common import BenchReport, Figure, timed
 from store.batches import BatchOrder, ShuffledBatches
 from store.format import ContextInfo, DatasetInfo, ModelInfo, StoreMeta, TokenizerInfo
 from store.location import StoreLocation
 from store.reader import open_store
-from store.writer import ChunkSink, StoreWriter
+from store.sink import ChunkSink
+from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Errors of the orchestration layer (demo assets, reports), shown to the user as one line."""
+"""Errors of the pipeline's own stages (evaluate, report, browse, experiment, demo assets), shown as one line."""
 
 from __future__ import annotations
 

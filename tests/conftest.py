@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parents[1]))  # benchmarks/ (not installed) holds the S3 test server
 
 from tiny_model import KJV, save_tiny_model
 
@@ -31,7 +32,7 @@ def kjv_file() -> Path:
 @pytest.fixture(scope="session")
 def s3():
     """A moto S3 server on loopback; AWS_ENDPOINT_URL and dummy credentials point every client at it."""
-    from pipeline.bench.s3_server import moto_server
+    from benchmarks.s3_server import moto_server
 
     with moto_server() as server:
         yield server

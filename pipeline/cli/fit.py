@@ -6,7 +6,7 @@ import json
 
 import click
 
-from fit.config import DATA_MODES, NORMS, RECON_LOSSES, VARIANTS, SAEConfig, TrainConfig, expand_grid
+from fit.config import DATA_MODES, NORMS, RECON_LOSSES, TRACKERS, VARIANTS, SAEConfig, TrainConfig, expand_grid
 from pipeline.cli.console import console, progress_bar
 from pipeline.cli.options import Opt, config_kwargs, config_options
 
@@ -25,6 +25,7 @@ TRAIN_OPTIONS = {
     "lr_warmup_steps": Opt(names=("--lr-warmup",)),
     "l1_warmup_steps": Opt(names=("--l1-warmup",)),
     "data": Opt(choices=DATA_MODES),
+    "track": Opt(choices=TRACKERS),
     "autocast_bf16": Opt(names=("--bf16",)),
     "verify_checksums": Opt(names=("--no-verify-checksums",), switch_off=True,
                             help="Skip the crc32c check of each chunk."),
