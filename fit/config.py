@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fit.errors import FitError
+from store.configs import check_finite
 
 VARIANTS = ("baseline", "hier")
 NORMS = ("layer_norm", "store_stats", "none")
@@ -44,6 +45,7 @@ class SAEConfig:
     """Reconstruction loss: ``mse`` (squared L2 error per row, the paper's) or ``l2`` (unsquared norm)."""
 
     def __post_init__(self) -> None:
+        check_finite(self, FitError)
         if self.variant not in VARIANTS:
             raise FitError(f"unknown variant {self.variant!r}: use {' or '.join(VARIANTS)}")
         if self.l1 < 0:
@@ -148,8 +150,15 @@ class TrainConfig:
     ``out/<name>/tensorboard/``); None tracks nothing. Each needs its extra: pip install 'hfg-sae[wandb]'."""
 
     def __post_init__(self) -> None:
+        check_finite(self, FitError)
         if self.batch_size <= 0:
             raise FitError(f"--batch-size must be positive, got {self.batch_size}")
+        if not all(0 <= b < 1 for b in self.adam_betas) or len(self.adam_betas) != 2:
+            raise FitError(f"--adam-betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.shuffle_rows < 1:
+            raise FitError(f"--shuffle-rows must be at least 1, got {self.shuffle_rows}")
+        if self.data_seed < 0:
+            raise FitError(f"--data-seed must be 0 or more, got {self.data_seed}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise FitError(f"need lr > 0 and weight decay >= 0, got {self.lr} and {self.weight_decay}")
         if self.tokens is not None and self.tokens < self.batch_size:

@@ -62,8 +62,10 @@ def run_experiment(train: TrainConfig, grid: Grid, *, evaluation: dict[str, Any]
     """Train the grid in one pass, evaluate every run (``evaluation``: EvaluateConfig fields such as
     kl_contexts) on the training store and device, and write the report to ``train.out``/report."""
     saes = grid.saes()
+    runs = [str(Path(train.out) / s.name) for s in saes]
+    # Built before training so that a bad evaluation option is refused before hours of training, not after.
+    eval_cfg = EvaluateConfig(runs=tuple(runs), device=train.device, **(evaluation or {}))
     log.info("experiment: %d SAEs in one pass over %s", len(saes), train.store)
     fit(train, saes, on_step=on_step)
-    runs = [str(Path(train.out) / s.name) for s in saes]
-    evaluate(EvaluateConfig(runs=tuple(runs), device=train.device, **(evaluation or {})), on_progress=on_eval)
+    evaluate(eval_cfg, on_progress=on_eval)
     return write_report(runs, Path(train.out) / "report")

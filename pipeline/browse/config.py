@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pipeline.browse.stats import LogBins, StatsConfig
 from pipeline.browse.topk import Window
 from pipeline.errors import PipelineError
+from store.configs import check_finite
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class BrowseConfig:
     """Seed of the random lower-quantile examples."""
 
     def __post_init__(self) -> None:
+        check_finite(self, PipelineError)
         if self.k < 1:
             raise PipelineError(f"--k must be at least 1, got {self.k}")
         if self.before < 0 or self.after < 0:

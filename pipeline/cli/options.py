@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from store.docstrings import field_docs
+from store.configs import field_docs, option_name
 
 
 def parse_storage_options(pairs: Sequence[str]) -> dict:
@@ -126,8 +126,8 @@ def config_options(cls: type, *, only: Sequence[str] | None = None, exclude: Seq
     def decorate(command: Callable) -> Callable:
         for f in reversed(fields):  # click applies decorators bottom-up
             opt = opts.get(f.name, STORAGE_OPTION if f.name == "storage_options" else Opt())
-            flag = f.name.replace("_", "-")
-            names = opt.names or ((f"--no-{flag}",) if f.default is True else (f"--{flag}",))
+            flag = option_name(f.name)
+            names = opt.names or ((flag.replace("--", "--no-", 1),) if f.default is True else (flag,))
             kw = _click_kwargs(f, hints[f.name], docs.get(f.name, ""), opt)
             command = click.option(*names, f.name, **kw)(command)
         return command

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from fit.runs import write_json_atomic
 from pipeline.errors import PipelineError
-from store.docstrings import field_docs
+from store.configs import field_docs
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "eval-schema.json"
 REGENERATE = "python -m pipeline.evaluate.record > docs/eval-schema.json"

@@ -18,7 +18,7 @@ from pipeline.evaluate.record import (
     json_schema,
     metric_names,
 )
-from store.docstrings import field_docs
+from store.configs import field_docs
 
 APP_JS = Path(__file__).resolve().parents[3] / "pipeline" / "browse" / "static" / "app.js"
 

@@ -1,0 +1,93 @@
+"""Bad input to any command: one line naming the problem and the fix, status 2, nothing already written lost.
+
+One table, every command. Each row is a command line (with placeholders filled from fixtures) and fragments the
+one error line must contain. Extend it with every bad input you find.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from cli_helpers import assert_one_line_error, run_cli
+from synthetic import make_meta, synthetic_rows, write_store
+
+# (id, command line, fragments of the one error line). Placeholders: {store} a complete synthetic store,
+# {out} a fresh run directory, {run} a folder that is not a run.
+CASES: list[tuple[str, list[str], list[str]]] = [
+    # Non-finite numbers pass every range check a config makes: they must be refused by name.
+    ("fit lr nan", ["fit", "--store", "{store}", "--out", "{out}", "--lr", "nan"], ["--lr", "finite", "nan"]),
+    ("fit l1 nan", ["fit", "--store", "{store}", "--out", "{out}", "--l1", "nan"], ["--l1", "finite"]),
+    ("fit l1 inf", ["fit", "--store", "{store}", "--out", "{out}", "--l1", "inf"], ["--l1", "finite"]),
+    ("fit gamma -inf", ["fit", "--store", "{store}", "--out", "{out}", "--gamma", "-inf"], ["--gamma", "finite"]),
+    ("fit holdout nan", ["fit", "--store", "{store}", "--out", "{out}", "--holdout", "nan"], ["--holdout", "finite"]),
+    ("fit weight decay nan", ["fit", "--store", "{store}", "--out", "{out}", "--weight-decay", "nan"],
+     ["--weight-decay", "finite"]),
+    ("fit expansion inf", ["fit", "--store", "{store}", "--out", "{out}", "--expansion", "inf"],
+     ["--expansion", "finite"]),
+    ("fit adam betas nan", ["fit", "--store", "{store}", "--out", "{out}", "--adam-betas", "0.9", "nan"],
+     ["--adam-betas", "finite"]),
+    ("fit adam beta 1.5", ["fit", "--store", "{store}", "--out", "{out}", "--adam-betas", "0.9", "1.5"],
+     ["--adam-betas", "[0, 1)"]),
+    ("fit shuffle rows -5", ["fit", "--store", "{store}", "--out", "{out}", "--shuffle-rows", "-5"],
+     ["--shuffle-rows", "at least 1"]),
+    ("fit data seed -1", ["fit", "--store", "{store}", "--out", "{out}", "--data-seed", "-1"], ["--data-seed"]),
+    ("fit lr 0", ["fit", "--store", "{store}", "--out", "{out}", "--lr", "0"], ["lr > 0"]),
+    ("fit batch 0", ["fit", "--store", "{store}", "--out", "{out}", "--batch-size", "0"], ["--batch-size"]),
+    ("fit tokens below a batch", ["fit", "--store", "{store}", "--out", "{out}", "--tokens", "10"], ["--tokens"]),
+    ("fit streams 3", ["fit", "--store", "{store}", "--out", "{out}", "--streams", "3"], ["--streams 3"]),
+    ("fit K 0", ["fit", "--store", "{store}", "--out", "{out}", "-K", "0"], ["groups >= 1"]),
+    ("fit no store", ["fit", "--store", "{missing}", "--out", "{out}"], ["no activation store"]),
+    ("fit device cuda without a GPU", ["fit", "--store", "{store}", "--out", "{out}", "--device", "cuda"],
+     ["no CUDA GPU", "--device cpu"]),
+    ("fit device nonsense", ["fit", "--store", "{store}", "--out", "{out}", "--device", "gpu0"],
+     ["not a device name"]),
+    # Evaluation: a context count below 1 used to report KL 0 (or drop contexts silently).
+    ("evaluate kl-contexts 0", ["evaluate", "{run}", "--kl-contexts", "0"], ["--kl-contexts", "at least 1"]),
+    ("evaluate kl-contexts -3", ["evaluate", "{run}", "--kl-contexts", "-3"], ["--kl-contexts", "at least 1"]),
+    ("evaluate batch-contexts 0", ["evaluate", "{run}", "--batch-contexts", "0"], ["--batch-contexts"]),
+    ("evaluate not a run", ["evaluate", "{run}"], ["no run directories found", "pipeline fit"]),
+    ("experiment kl-contexts 0", ["experiment", "--store", "{store}", "--out", "{out}", "--kl-contexts", "0"],
+     ["--kl-contexts"]),
+    ("experiment seeds 0", ["experiment", "--store", "{store}", "--out", "{out}", "--seeds", "0"], ["--seeds"]),
+    ("experiment lr nan", ["experiment", "--store", "{store}", "--out", "{out}", "--lr", "nan"], ["--lr", "finite"]),
+    ("browse k 0", ["browse", "{run}", "--out", "{out}", "--k", "0"], ["--k"]),
+    ("browse model and store-model", ["browse", "{run}", "--out", "{out}", "--model", "x", "--store-model"],
+     ["--model or --store-model"]),
+    # Harvest: the config's own checks, before any model is loaded.
+    ("harvest tokens 0", ["harvest", "--store", "{out}/s.zarr", "--tokens", "0"], ["--tokens"]),
+    ("harvest ctx 1", ["harvest", "--store", "{out}/s.zarr", "--ctx", "1"], ["--ctx"]),
+    ("harvest layer -1", ["harvest", "--store", "{out}/s.zarr", "--layer", "-1"], ["--layer"]),
+    ("harvest shard 3 of 2", ["harvest", "--store", "{out}/s.zarr", "--shard", "3", "--num-shards", "2"],
+     ["--shard 3"]),
+    ("store info no store", ["store", "info", "{missing}"], ["no activation store"]),
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("bad-inputs") / "s.zarr")
+    write_store(path, make_meta(n_rows=2000, d=8, chunk_rows=256), synthetic_rows(2000, 8))
+    return path
+
+
+def _digest(root: Path) -> str:
+    """Every file's path and bytes under ``root``: equal digests mean nothing was written or lost."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize(("args", "fragments"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line(args, fragments, store, tmp_path, capsys):
+    out, run = tmp_path / "out", tmp_path / "not-a-run"
+    run.mkdir()
+    fill = {"store": store, "out": str(out), "run": str(run), "missing": str(tmp_path / "missing.zarr")}
+    before = _digest(Path(store))
+    result = run_cli(capsys, *[a.format(**fill) for a in args])
+    assert_one_line_error(result, *fragments)
+    assert _digest(Path(store)) == before  # the store is untouched
+    assert not out.exists() or not any(out.rglob("*.safetensors"))  # nothing trained on bad input
