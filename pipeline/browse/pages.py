@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,8 @@ DENSITY_BINS = {"lo": -6.0, "step": 0.25, "n": 24}
 SEARCH_TOKENS = 5
 GROUP_CARD_METRICS = metric_names("live", "token_rate", "feature_density", "intensity")
 """The per-group statistics a run's card shows."""
+COMPARISON_DENSITY, COMPARISON_L0 = metric_names("feature_density", "l0")
+"""The group statistic the comparison table shows, and the run metric its legend shows."""
 
 TokenText = Callable[[int], str]
 """Global row -> the decoded text of that row's token in its context."""
@@ -39,13 +42,14 @@ def density_histogram(density: np.ndarray) -> tuple[list[int], int]:
     return np.bincount(bin_of, minlength=DENSITY_BINS["n"]).tolist(), int((density == 0).sum())
 
 
-def overview_columns() -> dict[str, list[dict[str, str]]]:
+def overview_columns() -> dict[str, Any]:
     """What the overview's tables show, from the evaluation record: {"run": the headline metrics, with the
     browser's own count of live features after L0; "group": a run card's group statistics}."""
     run = columns(EvalRecord, HEADLINE_METRICS)
     after_l0 = HEADLINE_METRICS.index("l0") + 1
     run[after_l0:after_l0] = [{"key": "live", "title": "live features"}]
-    return {"run": run, "group": columns(GroupStats, GROUP_CARD_METRICS)}
+    return {"run": run, "group": columns(GroupStats, GROUP_CARD_METRICS),
+            "comparison": {"density": COMPARISON_DENSITY, "l0": COMPARISON_L0}}
 
 
 def _rounded(values: dict) -> dict:

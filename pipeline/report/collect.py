@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fit.config import SAEConfig
 from fit.runs import find_runs
 from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import t_interval
@@ -68,10 +69,18 @@ def group_runs(evals: list[EvalRecord]) -> list[Group]:
     return list(groups.values())
 
 
+def paper_setting(variant: str) -> dict:
+    """The SAE fields of the paper's setting of ``variant``: SAEConfig's defaults, the one place they live."""
+    fields = SAEConfig(variant=variant).to_dict()
+    del fields["seed"]
+    return fields
+
+
 def find_group(candidates: list[Group], **want) -> Group | None:
-    """The group with these SAE fields, at the paper's defaults for the fields not named."""
-    defaults = {"expansion": 1.0, "norm": "layer_norm", "recon": "mse", "l1": 0.04}
-    if want.get("variant") == "hier":
-        defaults.update(groups=5, gamma=1.5)
-    matches = [g for g in candidates if g.matches(**{**defaults, **want})]
+    """The group with these SAE fields, at the paper's setting for the fields not named."""
+    matches = [g for g in candidates if g.matches(**{**paper_setting(want["variant"]), **want})]
     return matches[0] if matches else None
+
+
+def is_paper_setting(group: Group) -> bool:
+    return group.matches(**paper_setting(group.sae["variant"]))

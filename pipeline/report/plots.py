@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from fit.runs import RunDir
-from pipeline.report.collect import Group
+from pipeline.report.collect import Group, is_paper_setting
 
 COLORS = {"baseline": "#4C72B0", "hier": "#DD8452"}
 
@@ -24,10 +24,8 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def _color(group: Group, i: int) -> str:
-    if group.sae["variant"] == "baseline" and group.sae["l1"] == 0.04:
-        return COLORS["baseline"]
-    if group.sae["variant"] == "hier" and (group.sae["groups"], group.sae["gamma"], group.sae["l1"]) == (5, 1.5, 0.04):
-        return COLORS["hier"]
+    if is_paper_setting(group):
+        return COLORS[group.sae["variant"]]
     return plt.get_cmap("tab10")(2 + i % 8)
 
 

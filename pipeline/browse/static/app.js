@@ -189,7 +189,7 @@
         runs.map((r) => h("th", {}, h("a", { href: runLink(r), text: r.name })))),
       Array.from({ length: Math.max(...runs.map((r) => r.groups.length)) }, (_, g) => h("tr", {},
         h("td", { text: `group ${g + 1}` }),
-        runs.map((r) => h("td", { text: r.groups[g] ? pct(r.groups[g].feature_density) : "" })))));
+        runs.map((r) => h("td", { text: r.groups[g] ? pct(r.groups[g][SITE.columns.comparison.density]) : "" })))));
     return h("div", { class: "card comparison grow" },
       h("h3", { text: `Comparison: ${runs.length} runs on this store` }),
       h("div", { class: "row" },
@@ -197,7 +197,7 @@
           h("div", { class: "legend" }, runs.map((r, i) => h("span", {},
             h("span", { class: "swatch", style: { background: COLORS[i % COLORS.length] } }),
             h("a", { href: runLink(r), text: r.name }),
-            h("span", { class: "muted", text: ` (${fmt(r.own.live)} live, L0 ${fmt(r.eval?.l0 ?? r.own.l0)})` }))))),
+            h("span", { class: "muted", text: ` (${fmt(r.own.live)} live, L0 ${fmt(r.eval?.[SITE.columns.comparison.l0] ?? r.own.l0)})` }))))),
         perGroup),
       h("p", { class: "note", text: "Feature pages link each feature to the feature of the other runs whose decoder "
         + "direction is closest (cosine)." }));
