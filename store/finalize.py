@@ -1,33 +1,59 @@
-"""Completing a store once every shard has finished: merged statistics, ``complete: true``, tidy-up."""
+"""Completing a store once every shard has finished: merged statistics, ``complete: true``, tidy-up.
+
+Crash safety: every step is idempotent and the store is marked complete by ONE atomic write of the root
+``zarr.json``, which carries ``complete: true``, the consolidated metadata and the metadata checksum together.
+A kill before that write leaves an unfinished store whose shards have all finished: rerunning the harvest (or
+`pipeline store finalize`) runs every step again. A kill after it leaves only the writers' bookkeeping
+(``_harvest/``), which is not part of the store: the same rerun (finalize on a complete store) removes it.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 
 import numpy as np
 import zarr
 
 from store import format as fmt
-from store.errors import IncompleteStoreError, StoreError
-from store.layout import read_meta
+from store.errors import CorruptStoreError, IncompleteStoreError, StoreError
+from store.layout import GROUPS, ROOT_DOC, array_specs, doc_key, metadata_checksum, open_group, read_doc, read_root
 from store.location import StoreLocation
 from store.progress import read_progress
 from store.stats import Moments, merge_all
 
 log = logging.getLogger(__name__)
 
+KILL_AT_ENV = "HFG_TEST_KILL_AT"
+"""Test hook: ``finalize:<step>`` makes the process SIGKILL itself right after that step (see STEPS)."""
+STEPS = ("resized", "statistics", "completed", "progress-removed", "tidied")
+"""The durable steps of a finalisation, in order; the tests kill the process after each."""
+
+
+def _step_done(step: str) -> None:
+    # Inert unless a test asks for it: the only way to test a kill at an exact point in a real process.
+    if os.environ.get(KILL_AT_ENV) == f"finalize:{step}":
+        log.warning("%s=%s: killing this process", KILL_AT_ENV, os.environ[KILL_AT_ENV])
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
     """Merge statistics and mark the store complete, once every shard has finished.
 
     Returns True when the store is complete. With ``missing_ok`` an unfinished shard returns False (the last
-    shard to finish calls this); without it, an unfinished shard raises naming it.
+    shard to finish calls this); without it, an unfinished shard raises naming it. On a store already complete
+    it finishes the tidy-up a killed finalisation may have left undone.
     """
-    meta = read_meta(location)
-    if meta is None:
+    root = read_root(location)
+    if root is None:
         raise StoreError(f"no store at {location}")
+    meta = fmt.StoreMeta.from_attrs(root["attributes"], where=f"{location}/{ROOT_DOC}")
     if meta.complete:
-        _tidy(location)  # repairs a finalize that stopped after marking the store complete
+        if root.get("consolidated_metadata") is None:  # a store completed by an older version of this tool
+            _write_root(location, meta.to_attrs())
+        _tidy(location)
         return True
     progresses = [read_progress(location, i, meta.num_shards) for i in range(meta.num_shards)]
     unfinished = [i for i, p in enumerate(progresses) if p is None or not p.finished]
@@ -44,7 +70,7 @@ def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
         raise StoreError(
             f"the data set gave no tokens, so {location} is empty: check the data set, split and text field"
         )
-    group = zarr.open_group(location.zarr_store(read_only=False), mode="r+", use_consolidated=False)
+    group = open_group(location, read_only=False, use_consolidated=False)
     chunk_rows = meta.chunk_rows
     chunks = fmt.n_chunks(n_rows, chunk_rows)
     if n_rows < meta.n_rows:
@@ -55,25 +81,71 @@ def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
         for name in (fmt.CHUNK_MEAN, fmt.CHUNK_M2):
             arr = group[name]
             arr.resize((chunks, arr.shape[1]))
+    _step_done("resized")
     counts = np.full(chunks, chunk_rows)
     counts[-1] = n_rows - (chunks - 1) * chunk_rows
-    total: Moments = merge_all(counts, group[fmt.CHUNK_MEAN][:], group[fmt.CHUNK_M2][:])
+    total: Moments = merge_all(counts, *_chunk_statistics(location, group, chunks))
     group[fmt.MEAN][:] = total.mean
     group[fmt.VAR][:] = total.var
+    _step_done("statistics")
     attrs = meta.to_attrs()
     attrs.update(
         complete=True,
         n_rows=n_rows,
         harvest_seconds=max((p.seconds for p in progresses if p is not None), default=0.0),
     )
-    group.attrs.update(attrs)
+    _write_root(location, attrs)
+    _step_done("completed")
     _tidy(location)
     log.info("store %s is complete: %d rows", location, n_rows)
     return True
 
 
+def _chunk_statistics(location: StoreLocation, group: zarr.Group, chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every chunk's mean and M2, refusing a missing one: zarr would read it as zeros into the global mean."""
+    out = []
+    for name in (fmt.CHUNK_MEAN, fmt.CHUNK_M2):
+        arr = group[name]
+        missing = [j for j in range(chunks) if not location.exists(f"{name}/{arr.metadata.encode_chunk_key((j, 0))}")]
+        if missing:
+            raise CorruptStoreError(
+                f"{location}: {name} chunk {missing[0]} is missing although its shard finished: the store is "
+                "damaged; re-harvest it"
+            )
+        try:
+            out.append(np.asarray(arr[:chunks]))
+        except ValueError as exc:  # crc32c mismatch
+            raise CorruptStoreError(f"{location}: a {name} chunk fails its checksum ({exc}): re-harvest") from None
+    return out[0], out[1]
+
+
+def _write_root(location: StoreLocation, attrs: dict) -> None:
+    """Write the root zarr.json in one atomic step: the attributes, the consolidated metadata of every node and
+    the checksum over both. Consolidated the way zarr does it, so that plain zarr opens the store from it."""
+    nodes = {}
+    for name in sorted([*array_specs(fmt.StoreMeta.from_attrs(attrs, where=str(location))), *GROUPS]):
+        doc = read_doc(location, doc_key(name))
+        if doc is None:
+            raise CorruptStoreError(f"{location}/{doc_key(name)} is missing: the store is damaged; re-harvest it")
+        if name in GROUPS:
+            doc = {**doc, "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": {}}}
+        nodes[name] = doc
+    attrs = {**attrs, "metadata_sha256": None}
+    attrs["metadata_sha256"] = metadata_checksum(attrs, nodes)
+    root = {
+        "attributes": attrs,
+        "zarr_format": 3,
+        "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": nodes},
+        "node_type": "group",
+    }
+    location.write_bytes_atomic(ROOT_DOC, json.dumps(root, indent=2).encode())
+
+
 def _tidy(location: StoreLocation) -> None:
-    """The steps after `complete: true`: consolidate the metadata, drop the writers' bookkeeping. Idempotent."""
-    if b"consolidated_metadata" not in location.read_bytes("zarr.json"):
-        zarr.consolidate_metadata(location.zarr_store(read_only=False))
+    """Drop the writers' bookkeeping (progress files, then locks) once the store is complete. Idempotent."""
+    for name in location.listdir(fmt.WORK_DIR):
+        if name.startswith("progress-"):
+            location.remove(f"{fmt.WORK_DIR}/{name}")
+    _step_done("progress-removed")
     location.remove(fmt.WORK_DIR, recursive=True)
+    _step_done("tidied")

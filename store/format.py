@@ -6,6 +6,8 @@ docs/store-format.md is the prose version of this module; keep the two in step.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,9 @@ class ModelInfo:
     vocab_size: int
     fingerprint: str
     """sha256 over a slice of the token embedding: tells two models apart even when their names agree."""
+    weights_digest: str | None = None
+    """``blake2b:<hex>`` over a local model's config, weight and tokenizer files (its identity by content: a model
+    changed in place is another model); None for a hub model, whose ``revision`` is its identity."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,10 @@ class DatasetInfo:
     text_field: str
     data_files: list[str] | None = None
     """Local files, when the data set is local."""
+    data_file_digests: list[str] | None = None
+    """blake2b of each local file's bytes, in ``data_files`` order: the data's identity by content."""
+    data_file_stats: list[dict[str, Any]] | None = None
+    """Each local file's ``size`` and ``mtime`` when the harvest started, for provenance."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,8 @@ IDENTITY_LABELS = {
     "dataset_split": "dataset split",
     "text_field": "dataset text field",
     "data_files": "dataset files",
+    "model_weights": "model files (content digest)",
+    "data_content": "dataset files' content (digest)",
     "context_length": "context length",
     "include_bos": "include BOS",
     "compute_dtype": "compute dtype",
@@ -140,6 +151,11 @@ IDENTITY_LABELS = {
     "chunk_rows": "chunk rows",
 }
 """Identity key -> how messages name it (keys not listed read as they are)."""
+
+
+BY_CONTENT = {"model": "model_weights", "tokenizer": "model_weights", "data_files": "data_content"}
+"""Identity keys naming an input by its path -> the key naming it by content (the harvest loads the tokenizer
+from the model's folder, whose digest covers the tokenizer's files)."""
 
 
 def identity_label(key: str) -> str:
@@ -177,6 +193,9 @@ class StoreMeta:
     format_version: int = FORMAT_VERSION
     created_at: str = ""
     software: dict[str, str] = field(default_factory=dict)
+    metadata_sha256: str | None = None
+    """sha256 of the root attributes (less this key) and every node's metadata document, in canonical JSON,
+    recorded at finalisation (``store.layout.metadata_checksum``); `store verify` recomputes it."""
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
@@ -215,6 +234,9 @@ class StoreMeta:
             "dataset_split": self.dataset.split,
             "text_field": self.dataset.text_field,
             "data_files": self.dataset.data_files,
+            # By content, so that a model or text changed in place at the same path is refused on resume.
+            "model_weights": self.model.weights_digest,
+            "data_content": self.dataset.data_file_digests,
             "tokenizer": self.tokenizer.name,
             "context_length": self.context.length,
             "include_bos": self.context.include_bos,
@@ -228,11 +250,18 @@ class StoreMeta:
         }
 
     def first_mismatch(self, other: StoreMeta) -> tuple[str, Any, Any] | None:
-        """(identity key, ours, theirs) for the first identity field that differs, else None."""
+        """(identity key, ours, theirs) for the first identity field that differs, else None.
+
+        A path is only a spelling of an input that both sides know by content: it is not compared then, so the
+        same model or text moved or named another way continues a store, and other bytes at the same path do not.
+        """
         mine, theirs = self.identity(), other.identity()
         for key, value in mine.items():
-            if theirs[key] != value:
-                return key, value, theirs[key]
+            content = BY_CONTENT.get(key)
+            if content is not None and mine[content] is not None and theirs.get(content) is not None:
+                continue
+            if theirs.get(key) != value:
+                return key, value, theirs.get(key)
         return None
 
 
@@ -251,12 +280,76 @@ class StoreMeta:
                 f"{where} has store format version {version}; this tool reads version {FORMAT_VERSION}: "
                 "use the matching release of this tool or re-harvest"
             )
+        problem = schema_problem(cls, attrs)
+        if problem is not None:
+            raise CorruptStoreError(f"{where}: attribute {problem}: the metadata is damaged; restore it or re-harvest")
+        values = dict(attrs)
+        for key, part in _PARTS.items():
+            values[key] = part(**attrs[key])
         try:
-            values = dict(attrs)
-            values["model"] = ModelInfo(**attrs["model"])
-            values["tokenizer"] = TokenizerInfo(**attrs["tokenizer"])
-            values["dataset"] = DatasetInfo(**attrs["dataset"])
-            values["context"] = ContextInfo(**attrs["context"])
             return cls(**values)
-        except (KeyError, TypeError) as exc:
-            raise CorruptStoreError(f"{where} has malformed attributes ({exc}): re-harvest it") from exc
+        except StoreError as exc:
+            raise CorruptStoreError(f"{where}: {exc}: the metadata is damaged; restore it or re-harvest") from None
+
+
+_PARTS = {"model": ModelInfo, "tokenizer": TokenizerInfo, "dataset": DatasetInfo, "context": ContextInfo}
+
+
+def schema_problem(cls: type, values: Any, prefix: str = "") -> str | None:
+    """What is wrong with ``values`` as the attributes of dataclass ``cls`` (``key is missing``, ``key has type
+    ...``), or None: the schema of the attributes is the dataclasses themselves."""
+    if not isinstance(values, dict):
+        return f"{prefix.rstrip('.') or 'attributes'} is not an object"
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name not in values:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                return f"'{key}' is missing"
+            continue
+        hint, value = hints[f.name], values[f.name]
+        if dataclasses.is_dataclass(hint):
+            problem = schema_problem(hint, value, f"{key}.")
+            if problem is not None:
+                return problem
+        elif not _conforms(value, hint):
+            return f"'{key}' is {json_type(value)} {value!r:.60}, not {_type_words(hint)}"
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        return f"'{prefix}{unknown[0]}' is not part of the format"
+    return None
+
+
+def json_type(value: Any) -> str:
+    return type(value).__name__
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and _conforms(v, args[1]) for k, v in value.items())
+    return isinstance(value, hint)
+
+
+def _type_words(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(a) for a in args)
+    if hint is type(None):
+        return "null"
+    origin = typing.get_origin(hint)
+    return getattr(origin or hint, "__name__", str(hint))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import zarr
 import zarr.errors
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
 
 from store import format as fmt
+from store.errors import CorruptStoreError
 from store.location import StoreLocation
 
 # Zarr warns about every non-Zarr folder (our _harvest/ bookkeeping) when it lists a hierarchy.
@@ -23,14 +28,18 @@ ARRAY_CONFIG = {"write_empty_chunks": True}
 
 def array_specs(meta: fmt.StoreMeta) -> dict[str, dict]:
     """Name -> zarr.create_array arguments for every array of a store."""
-    n, d, c = meta.n_rows, meta.d_model, meta.chunk_rows
+    return _specs(meta.n_rows, meta.d_model, meta.chunk_rows, meta.storage_dtype)
+
+
+def _specs(n: int, d: int, c: int, storage_dtype: str) -> dict[str, dict]:
+    n_stat_chunks = fmt.n_chunks(n, c)
     # Activations are not compressed: compression measured 1.0-1.26x on bf16 activations and halves read
     # speed (docs/store-format.md); crc32c (25 GB/s) makes every chunk self-checking.
     raw = {"serializer": BytesCodec(), "compressors": [Crc32cCodec()]}
     small = {"serializer": BytesCodec(), "compressors": [ZstdCodec(level=3), Crc32cCodec()]}
     return {
         fmt.ACTIVATIONS: dict(
-            shape=(n, d), chunks=(c, d), dtype=meta.storage_dtype, fill_value=0,
+            shape=(n, d), chunks=(c, d), dtype=storage_dtype, fill_value=0,
             dimension_names=["row", "dim"], **raw,
         ),
         fmt.TOKENS: dict(shape=(n,), chunks=(c,), dtype="int32", fill_value=-1, dimension_names=["row"], **small),
@@ -41,11 +50,11 @@ def array_specs(meta: fmt.StoreMeta) -> dict[str, dict]:
             shape=(n,), chunks=(c,), dtype="int16", fill_value=-1, dimension_names=["row"], **small
         ),
         fmt.CHUNK_MEAN: dict(
-            shape=(meta.n_chunks, d), chunks=(1, d), dtype="float64", fill_value=0.0,
+            shape=(n_stat_chunks, d), chunks=(1, d), dtype="float64", fill_value=0.0,
             dimension_names=["chunk", "dim"], **raw,
         ),
         fmt.CHUNK_M2: dict(
-            shape=(meta.n_chunks, d), chunks=(1, d), dtype="float64", fill_value=0.0,
+            shape=(n_stat_chunks, d), chunks=(1, d), dtype="float64", fill_value=0.0,
             dimension_names=["chunk", "dim"], **raw,
         ),
         fmt.MEAN: dict(shape=(d,), chunks=(d,), dtype="float64", fill_value=0.0, dimension_names=["dim"], **raw),
@@ -64,12 +73,152 @@ def create_or_open_arrays(group: zarr.Group, meta: fmt.StoreMeta) -> dict[str, z
     return arrays
 
 
+ROOT_DOC = "zarr.json"
+GROUPS = ("stats",)
+"""The intermediate groups the array names imply (``stats/mean`` lives in group ``stats``)."""
+ARRAY_FIELDS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs", "node_type")
+"""The keys of an array's zarr.json that decide how its bytes read, and so must be what the format specifies."""
+_FIELD_WORDS = {"data_type": "dtype", "chunk_grid": "chunk shape", "fill_value": "fill value",
+                "chunk_key_encoding": "chunk key encoding", "node_type": "node type"}
+
+
+def doc_key(name: str) -> str:
+    """The key of a node's metadata document (``""`` is the root)."""
+    return f"{name}/zarr.json" if name else ROOT_DOC
+
+
+def parse_doc(location: StoreLocation, key: str, raw: bytes) -> dict:
+    """A metadata document's JSON object, or one CorruptStoreError line naming the file."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptStoreError(
+            f"{location}/{key} is not valid JSON ({exc}): the metadata is corrupt; restore the file or re-harvest"
+        ) from None
+    if not isinstance(doc, dict):
+        raise CorruptStoreError(f"{location}/{key} is not a JSON object: the metadata is corrupt; restore it")
+    return doc
+
+
+def read_doc(location: StoreLocation, key: str) -> dict | None:
+    """The parsed metadata document at ``key``, or None when the file does not exist."""
+    try:
+        raw = location.read_bytes(key)
+    except FileNotFoundError:
+        return None
+    return parse_doc(location, key, raw)
+
+
+def read_root(location: StoreLocation) -> dict | None:
+    """The root ``zarr.json`` (attributes plus, once complete, the consolidated metadata), checked for shape."""
+    doc = read_doc(location, ROOT_DOC)
+    if doc is None:
+        return None
+    if doc.get("zarr_format") != 3 or doc.get("node_type") != "group" or not isinstance(doc.get("attributes"), dict):
+        raise CorruptStoreError(
+            f"{location}/{ROOT_DOC} is not the metadata of a Zarr v3 group with attributes (zarr_format "
+            f"{doc.get('zarr_format')!r}, node_type {doc.get('node_type')!r}): restore it or re-harvest"
+        )
+    consolidated = doc.get("consolidated_metadata")
+    if consolidated is not None and not (
+        isinstance(consolidated, dict) and isinstance(consolidated.get("metadata"), dict)
+        and all(isinstance(v, dict) for v in consolidated["metadata"].values())
+    ):
+        raise CorruptStoreError(
+            f"{location}/{ROOT_DOC} has malformed consolidated metadata: run `pipeline store finalize` to rebuild "
+            "it, or restore the file"
+        )
+    return doc
+
+
+def consolidated_docs(root: dict) -> dict[str, dict] | None:
+    """Node name -> its document as consolidated in the root, or None when the root holds no consolidation."""
+    consolidated = root.get("consolidated_metadata")
+    return None if consolidated is None else consolidated["metadata"]
+
+
 def read_meta(location: StoreLocation) -> fmt.StoreMeta | None:
     """The store's attributes, or None when nothing is at the location yet."""
-    if not location.exists("zarr.json"):
+    root = read_root(location)
+    if root is None:
         return None
-    group = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=False)
-    return fmt.StoreMeta.from_attrs(dict(group.attrs), where=str(location))
+    return fmt.StoreMeta.from_attrs(root["attributes"], where=f"{location}/{ROOT_DOC}")
+
+
+def open_group(location: StoreLocation, *, read_only: bool = True, use_consolidated: bool | None = None) -> zarr.Group:
+    """Open the store's group; metadata zarr cannot parse is one CorruptStoreError line, never a traceback."""
+    try:
+        with location.translate_unreachable():
+            return zarr.open_group(
+                location.zarr_store(read_only=read_only), mode="r" if read_only else "r+",
+                use_consolidated=use_consolidated,
+            )
+    except (ValueError, TypeError, KeyError, AttributeError, zarr.errors.BaseZarrError) as exc:
+        raise CorruptStoreError(
+            f"{location}/{ROOT_DOC} holds metadata zarr cannot read ({type(exc).__name__}: {exc}): run "
+            "`pipeline store verify` to find the damaged file"
+        ) from None
+
+
+def open_array(location: StoreLocation, group: zarr.Group, name: str) -> zarr.Array:
+    """One array of an open group; a missing or unreadable one is one CorruptStoreError line naming it."""
+    try:
+        arr = group[name]
+    except KeyError:
+        raise CorruptStoreError(f"{location}: array '{name}' is missing: the store is damaged; re-harvest it") from None
+    except (ValueError, TypeError, AttributeError, zarr.errors.BaseZarrError) as exc:
+        raise CorruptStoreError(
+            f"{location}/{doc_key(name)} holds metadata zarr cannot read ({exc}): restore it or re-harvest"
+        ) from None
+    if not isinstance(arr, zarr.Array):
+        raise CorruptStoreError(f"{location}: '{name}' is a group, not an array: the store is damaged")
+    return arr
+
+
+def array_doc(arr: zarr.Array) -> dict:
+    """An open array's metadata as the JSON document zarr writes for it."""
+    return json.loads(arr.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes())
+
+
+@lru_cache(maxsize=16)
+def _expected_docs(n_rows: int, d_model: int, chunk_rows: int, storage_dtype: str) -> dict[str, dict]:
+    group = zarr.create_group(zarr.storage.MemoryStore())
+    specs = _specs(n_rows, d_model, chunk_rows, storage_dtype)
+    return {name: array_doc(group.create_array(name, **spec)) for name, spec in specs.items()}
+
+
+def expected_array_docs(meta: fmt.StoreMeta) -> dict[str, dict]:
+    """Name -> the zarr.json document the format specifies for each array of a store with these attributes."""
+    # Built once per geometry by creating the arrays in memory: zarr itself says what its documents look like.
+    return _expected_docs(meta.n_rows, meta.d_model, meta.chunk_rows, meta.storage_dtype)
+
+
+def array_doc_problems(
+    name: str, doc: dict, expected: dict, where: str, *, shape: bool = True, codecs: bool = True
+) -> list[str]:
+    """One line per field of an array's document that is not what the format specifies, naming the file.
+
+    ``shape=False`` skips the shape (an unfinished store may be shorter); ``codecs=False`` accepts any codecs
+    (a store rewritten with compression by another tool still reads).
+    """
+    problems = []
+    for key in ARRAY_FIELDS:
+        if (key == "shape" and not shape) or (key == "codecs" and not codecs):
+            continue
+        if doc.get(key) != expected[key]:
+            problems.append(
+                f"{where}: {_FIELD_WORDS.get(key, key)} of '{name}' is {json.dumps(doc.get(key))}, where the format "
+                f"and the store's attributes specify {json.dumps(expected[key])}: restore the file or re-harvest"
+            )
+    return problems
+
+
+def metadata_checksum(attributes: dict, consolidated: dict[str, dict]) -> str:
+    """sha256 over the root attributes (less the checksum itself) and every node's consolidated document, in
+    canonical JSON: recorded at finalisation so that an edit of any metadata is caught by `store verify`."""
+    attrs = {k: v for k, v in attributes.items() if k != "metadata_sha256"}
+    canonical = json.dumps({"attributes": attrs, "metadata": consolidated}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,48 @@ fast read path, which fetches whole chunk files without zarr-python's per-chunk 
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 import zarr
 import zarr.storage
 
 from store.errors import StoreError
+
+_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerDisconnectedError",
+                "ConnectionRefusedError", "ConnectionError"}
+"""Class names (anywhere in an exception's MRO) meaning "no server answered": botocore's, aiohttp's and the
+builtin ones. Matched by name so that this module needs none of those optional libraries installed."""
+
+_T = TypeVar("_T")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) says the remote endpoint could not be reached at all."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if any(cls.__name__ in _UNREACHABLE for cls in type(exc).__mro__):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _reachable(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Turn "no server at the endpoint" inside ``method`` into one StoreError line (see unreachable_error)."""
+
+    @functools.wraps(method)
+    def wrapper(self: StoreLocation, *args: Any, **kwargs: Any) -> _T:
+        with self.translate_unreachable():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -64,12 +95,15 @@ class StoreLocation:
             self.url, storage_options=self.storage_options or None, read_only=read_only
         )
 
+    @_reachable
     def exists(self, key: str = "") -> bool:
         return bool(self.fs.exists(self.path(key)))
 
+    @_reachable
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self.path(key))
 
+    @_reachable
     def read_into(self, key: str, buffers: list[memoryview]) -> int:
         """Fill ``buffers`` in turn with a file's bytes; returns the file's total size.
 
@@ -97,6 +131,7 @@ class StoreLocation:
             offset += n
         return len(data)
 
+    @_reachable
     def write_bytes_atomic(self, key: str, data: bytes) -> None:
         """Write a small file so that readers see either the old or the new content, never a torn one."""
         path = self.path(key)
@@ -112,6 +147,7 @@ class StoreLocation:
             # An object PUT replaces the object atomically.
             self.fs.pipe_file(path, data)
 
+    @_reachable
     def remove(self, key: str, *, recursive: bool = False) -> None:
         """Delete a key (a folder with ``recursive``); a key that is already gone is fine."""
         path = self.path(key)
@@ -121,12 +157,43 @@ class StoreLocation:
         except FileNotFoundError:  # another process removed it first
             pass
 
+    @_reachable
     def listdir(self, key: str) -> list[str]:
         """Names (not paths) of the entries under a key; empty when it does not exist."""
         path = self.path(key)
         if not self.fs.exists(path):
             return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
+
+    def endpoint(self, exc: BaseException | None = None) -> str:
+        """The endpoint a remote store is reached at: the storage options', the environment's, or the one the
+        error names."""
+        opts = self.storage_options
+        found = (opts.get("client_kwargs") or {}).get("endpoint_url") or opts.get("endpoint_url")
+        found = found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        while found is None and exc is not None:
+            found = (getattr(exc, "kwargs", None) or {}).get("endpoint_url")
+            exc = exc.__cause__ or exc.__context__
+        return str(found or "the default endpoint")
+
+    def unreachable_error(self, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"cannot reach the object store holding {self.url} at {self.endpoint(exc)} (no server answered): "
+            "check that it is running and that AWS_ENDPOINT_URL or --storage-option "
+            "client_kwargs='{\"endpoint_url\": ...}' points at it"
+        )
+
+    @contextmanager
+    def translate_unreachable(self) -> Iterator[None]:
+        """Raise :meth:`unreachable_error` for a connection failure inside the block (fsspec or zarr calls)."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            if self.is_local or not is_unreachable(exc):
+                raise
+            raise self.unreachable_error(exc) from exc
 
     def __str__(self) -> str:
         return self.url

@@ -22,13 +22,28 @@ from zarr.codecs import BytesCodec, Crc32cCodec
 from store import dtypes
 from store import format as fmt
 from store.errors import CorruptStoreError, IncompleteStoreError, StoreError, StoreNotFoundError
-from store.layout import RowMap, read_meta
+from store.layout import (
+    ROOT_DOC,
+    RowMap,
+    array_doc,
+    array_doc_problems,
+    consolidated_docs,
+    doc_key,
+    expected_array_docs,
+    metadata_checksum,
+    open_array,
+    open_group,
+    read_root,
+)
 from store.location import StoreLocation
 from store.progress import read_progress
 from store.split import RowSplit, split_rows
 from store.stats import Moments, merge_all
 
 log = logging.getLogger(__name__)
+
+NO_NEGATIVE_IDS = (fmt.TOKENS, fmt.CONTEXT_IDS, fmt.POSITIONS)
+"""Arrays whose fill value (-1) is never a real value: reading it back means a missing or damaged chunk."""
 
 
 @dataclass
@@ -44,7 +59,8 @@ class ActivationStore:
 
     def __post_init__(self) -> None:
         self.rows = RowMap.of(self.meta, self.n_rows)
-        self._acts = self.group[fmt.ACTIVATIONS]
+        self._arrays: dict[str, zarr.Array] = {}
+        self._acts = self.array(fmt.ACTIVATIONS)
         codecs = tuple(self._acts.metadata.codecs)
         self.fast_path = (
             len(codecs) == 2
@@ -134,7 +150,7 @@ class ActivationStore:
         """Chunk ``j``'s rows in the stored dtype, shape (rows_in_chunk, d_model)."""
         start, stop = self._chunk_range(j)
         if not self.fast_path:
-            return np.asarray(self._acts[start:stop])
+            return self.read_array(fmt.ACTIVATIONS, start, stop)
         out = np.empty((self.chunk_rows, self.d_model), dtype=self.meta.storage_dtype)
         self._read_full_chunk(j, out)
         return out[: stop - start]
@@ -165,23 +181,24 @@ class ActivationStore:
             n = self.location.read_into(key, [memoryview(out), memoryview(trailer)])
         except FileNotFoundError:
             raise CorruptStoreError(
-                f"{self.location}: activation chunk {j} ({key}) is missing: rerun the harvest or restore it"
+                f"{self.location}: activations chunk {j} ({key}) is missing: re-harvest the store or restore it"
             ) from None
         if n != self.chunk_nbytes:
             raise CorruptStoreError(
-                f"{self.location}: activation chunk {j} has {n} bytes, expected {self.chunk_nbytes} (truncated "
-                "or overwritten): re-harvest the store"
+                f"{self.location}: activations chunk {j} ({key}) has {n} bytes, expected {self.chunk_nbytes} "
+                "(truncated or overwritten): re-harvest the store"
             )
         if verify_checksum and google_crc32c.value(out.reshape(-1).view(np.uint8)) != int(trailer.view("<u4")[0]):
             raise CorruptStoreError(
-                f"{self.location}: activation chunk {j} fails its checksum (corrupt data): re-harvest the store"
+                f"{self.location}: activations chunk {j} ({key}) fails its checksum (corrupt data): re-harvest the "
+                "store"
             )
 
     def read_rows_raw(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) in the stored dtype."""
         self._check_range(start, stop)
         if not self.fast_path:
-            return np.asarray(self._acts[start:stop])
+            return self.read_array(fmt.ACTIVATIONS, start, stop)
         out = np.empty((stop - start, self.d_model), dtype=self.meta.storage_dtype)
         j0, j1 = start // self.chunk_rows, fmt.ceil_div(stop, self.chunk_rows)
         for j in range(j0, j1):
@@ -200,19 +217,87 @@ class ActivationStore:
 
     # -- per-row metadata -------------------------------------------------------------------------------------
     def tokens(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        stop = self.n_rows if stop is None else stop
-        self._check_range(start, stop)
-        return np.asarray(self.group[fmt.TOKENS][start:stop])
+        return self._rows_of(fmt.TOKENS, start, stop)
 
     def context_ids(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        stop = self.n_rows if stop is None else stop
-        self._check_range(start, stop)
-        return np.asarray(self.group[fmt.CONTEXT_IDS][start:stop])
+        return self._rows_of(fmt.CONTEXT_IDS, start, stop)
 
     def positions(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return self._rows_of(fmt.POSITIONS, start, stop)
+
+    def _rows_of(self, name: str, start: int, stop: int | None) -> np.ndarray:
         stop = self.n_rows if stop is None else stop
         self._check_range(start, stop)
-        return np.asarray(self.group[fmt.POSITIONS][start:stop])
+        return self.read_array(name, start, stop)
+
+    # -- checked reads of the arrays zarr decodes ---------------------------------------------------------------
+    def array(self, name: str) -> zarr.Array:
+        """The open zarr array ``name`` (a missing one is one CorruptStoreError line)."""
+        if name not in self._arrays:
+            self._arrays[name] = open_array(self.location, self.group, name)
+        return self._arrays[name]
+
+    def array_chunk_key(self, name: str, j: int) -> str:
+        """The key (relative to the store root) of chunk ``j`` along the first axis of array ``name``."""
+        arr = self.array(name)
+        return f"{name}/{arr.metadata.encode_chunk_key((j,) + (0,) * (arr.ndim - 1))}"
+
+    def read_array(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Entries [start, stop) along the first axis of array ``name``, with every chunk they touch checked.
+
+        zarr checks each chunk's crc32c but reads a missing chunk as the fill value without a word: that would
+        feed token id -1 to the LM or zeros into the normalisation statistics. So a checksum failure is named
+        by array and chunk, and any fill value read back is traced to its chunk, which must exist.
+        """
+        arr = self.array(name)
+        try:
+            with self.location.translate_unreachable():
+                out = np.asarray(arr[start:stop])
+        except (ValueError, RuntimeError):  # zarr's crc32c codec raises ValueError on a mismatch or short file
+            self._raise_bad_chunk(name, start, stop)
+            raise
+        self._check_no_fill(name, out, start)
+        return out
+
+    def _chunks_of(self, name: str, start: int, stop: int) -> range:
+        along = self.array(name).chunks[0]
+        return range(start // along, fmt.ceil_div(stop, along))
+
+    def _raise_bad_chunk(self, name: str, start: int, stop: int) -> None:
+        arr, along = self.array(name), self.array(name).chunks[0]
+        for j in self._chunks_of(name, start, stop):
+            try:
+                arr[max(start, j * along) : min(stop, (j + 1) * along)]
+            except (ValueError, RuntimeError) as exc:
+                raise CorruptStoreError(
+                    f"{self.location}: {name} chunk {j} ({self.array_chunk_key(name, j)}) fails its checksum or "
+                    f"is truncated ({str(exc)[:60]}): re-harvest the store"
+                ) from None
+
+    def _check_no_fill(self, name: str, out: np.ndarray, start: int) -> None:
+        fill = self.array(name).metadata.fill_value
+        is_fill = out == fill
+        if out.ndim > 1:
+            is_fill = is_fill.all(axis=tuple(range(1, out.ndim)))  # a whole row of fill values
+        if not is_fill.any():
+            return
+        along = self.array(name).chunks[0]
+        suspects = sorted({(start + int(i)) // along for i in np.flatnonzero(is_fill)})
+        for j in suspects:
+            key = self.array_chunk_key(name, j)
+            with self.location.translate_unreachable():
+                present = self.location.exists(key)
+            if not present:
+                raise CorruptStoreError(
+                    f"{self.location}: {name} chunk {j} ({key}) is missing: re-harvest the store or restore it"
+                )
+        # Every chunk is there: a fill value stored on purpose is fine, except where no real value can be -1.
+        if name in NO_NEGATIVE_IDS:
+            j = suspects[0]
+            raise CorruptStoreError(
+                f"{self.location}: {name} chunk {j} ({self.array_chunk_key(name, j)}) holds the fill value "
+                f"{fill} where every row has a value: the chunk is damaged; re-harvest the store"
+            )
 
     # -- statistics and splits --------------------------------------------------------------------------------
     def chunk_row_counts(self) -> np.ndarray:
@@ -221,12 +306,15 @@ class ActivationStore:
             counts[-1] = self.n_rows - (self.n_chunks - 1) * self.chunk_rows
         return counts
 
+    def chunk_moments(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-chunk means and M2s (float64, (chunks, D)) of activation chunks [start, stop), checked."""
+        stop = self.n_chunks if stop is None else stop
+        return self.read_array(fmt.CHUNK_MEAN, start, stop), self.read_array(fmt.CHUNK_M2, start, stop)
+
     def moments(self) -> Moments:
         """Per-dimension count, mean and M2 (float64) of the readable rows, from the per-chunk statistics."""
-        k = self.n_chunks
-        return merge_all(
-            self.chunk_row_counts(), self.group[fmt.CHUNK_MEAN][:k], self.group[fmt.CHUNK_M2][:k]
-        )
+        means, m2s = self.chunk_moments()
+        return merge_all(self.chunk_row_counts(), means, m2s)
 
     def split(self, holdout_fraction: float) -> RowSplit:
         return split_rows(self.n_rows, self.meta.context.rows_per_context, holdout_fraction)
@@ -245,15 +333,26 @@ def open_store(
     """Open a store for reading. An incomplete store raises unless ``partial`` (then its written prefix reads)."""
     location = url if isinstance(url, StoreLocation) else StoreLocation(str(url), storage_options or {})
     try:
-        meta = read_meta(location)
+        root = read_root(location)
     except FileNotFoundError:
-        meta = None
-    if meta is None:
+        root = None
+    if root is None:
         raise StoreNotFoundError(
             f"no activation store at {location}: check the path, or create one with `pipeline harvest --store`"
         )
+    meta = fmt.StoreMeta.from_attrs(root["attributes"], where=f"{location}/{ROOT_DOC}")
+    consolidated = consolidated_docs(root)
+    if meta.metadata_sha256 and consolidated is not None and (
+        metadata_checksum(root["attributes"], consolidated) != meta.metadata_sha256
+    ):
+        # Cheap (a few KB of JSON) and it stops a fit or evaluation on attributes edited after finalisation.
+        raise CorruptStoreError(
+            f"{location}/{ROOT_DOC}: its attributes or consolidated metadata do not match the checksum recorded at "
+            "finalisation (edited or corrupt): restore the file, or re-harvest"
+        )
     # Consolidated metadata is used when present; a store whose finalize stopped early still opens.
-    group = zarr.open_group(location.zarr_store(read_only=True), mode="r", use_consolidated=None)
+    group = open_group(location, read_only=True, use_consolidated=None)
+    _check_array_metadata(location, meta, group)
     if meta.complete:
         return ActivationStore(location, meta, group, meta.n_rows)
     written = written_prefix_rows(location, meta)
@@ -266,6 +365,21 @@ def open_store(
         raise IncompleteStoreError(f"{location} is incomplete and holds no rows yet")
     log.warning("reading the first %d of %d rows of incomplete store %s", written, meta.n_rows, location)
     return ActivationStore(location, meta, group, written, partial=True)
+
+
+def _check_array_metadata(location: StoreLocation, meta: fmt.StoreMeta, group: zarr.Group) -> None:
+    """Refuse arrays whose metadata (as this reader sees it: the consolidated copy once complete) is not what
+    the format specifies for these attributes: a shape or chunking edited in place would misplace every row.
+    Codecs are not compared here, so that a store recompressed by another tool still reads."""
+    expected = expected_array_docs(meta)
+    consolidated = group.metadata.consolidated_metadata is not None
+    for name in expected:
+        doc = array_doc(open_array(location, group, name))
+        # Both the attributes and the consolidated copies live in the root document: a disagreement is its damage.
+        where = f"{location}/{ROOT_DOC} (consolidated)" if consolidated else f"{location}/{doc_key(name)}"
+        problems = array_doc_problems(name, doc, expected[name], where, shape=meta.complete, codecs=False)
+        if problems:
+            raise CorruptStoreError(problems[0])
 
 
 def written_prefix_rows(location: StoreLocation, meta: fmt.StoreMeta) -> int:

@@ -1,7 +1,10 @@
 """`pipeline store verify`: check a store end to end and say what is wrong with it.
 
-Reads every chunk (checksums catch corruption), counts NaN/Inf, recomputes every chunk's statistics, and checks
-shapes, attributes, completeness and the per-row metadata against the layout rules.
+Checks every metadata document (the root attributes against their schema and the checksum recorded at
+finalisation, each array's own zarr.json against the format and against its consolidated copy), reads every
+chunk of every array (checksums catch corruption; a missing chunk is named), counts NaN/Inf, recomputes every
+chunk's statistics, and checks the per-row metadata against the layout rules. Every problem is one line that
+names the file, or the array and chunk.
 """
 
 from __future__ import annotations
@@ -15,7 +18,18 @@ import numpy as np
 from store import dtypes
 from store import format as fmt
 from store.errors import StoreError
-from store.layout import RowMap, array_specs
+from store.layout import (
+    GROUPS,
+    ROOT_DOC,
+    RowMap,
+    array_doc_problems,
+    consolidated_docs,
+    doc_key,
+    expected_array_docs,
+    metadata_checksum,
+    read_doc,
+    read_root,
+)
 from store.location import StoreLocation
 from store.reader import ActivationStore, open_store
 from store.stats import merge_all, moments_of
@@ -56,55 +70,96 @@ def verify_store(
     report = VerifyReport(str(url))
     try:
         store = open_store(url, partial=partial, storage_options=storage_options)
+        if store.partial:
+            report.warnings.append(f"store is incomplete: checked the first {store.n_rows:,} rows only")
+        else:
+            report.checks.append("harvest complete")
+        _check_metadata(store, report)
+        if not report.errors:
+            _check_chunks(store, report, on_progress)
+            _check_row_metadata(store, report)
+            _check_global_stats(store, report)
     except StoreError as exc:
         report.errors.append(str(exc))
-        return report
-    if store.partial:
-        report.warnings.append(f"store is incomplete: checked the first {store.n_rows:,} rows only")
-    else:
-        report.checks.append("harvest complete")
-    _check_arrays(store, report)
-    if report.errors:
-        return report
-    _check_chunks(store, report, on_progress)
-    _check_row_metadata(store, report)
-    _check_global_stats(store, report)
-    if store.meta.complete and "consolidated_metadata" not in store.location.read_bytes("zarr.json").decode():
-        report.warnings.append("metadata is not consolidated: run `pipeline store finalize` to add it")
     report.seconds = time.monotonic() - started
     return report
 
 
-def _check_arrays(store: ActivationStore, report: VerifyReport) -> None:
-    meta = store.meta
-    for name, spec in array_specs(meta).items():
+def _check_metadata(store: ActivationStore, report: VerifyReport) -> None:
+    """Every metadata document: one line per damaged file, naming it."""
+    location, meta = store.location, store.meta
+    root = read_root(location)
+    consolidated = consolidated_docs(root) if root is not None else None
+    expected = expected_array_docs(meta)
+    problems = []
+    for name in [*expected, *GROUPS]:
+        key = doc_key(name)
         try:
-            arr = store.group[name]
-        except KeyError:
-            report.errors.append(f"array '{name}' is missing")
+            doc = read_doc(location, key)
+        except StoreError as exc:
+            problems.append(str(exc))
             continue
-        shape = tuple(spec["shape"])
-        if meta.complete and tuple(arr.shape) != shape:
-            report.errors.append(f"array '{name}' has shape {tuple(arr.shape)}, expected {shape}")
-        if np.dtype(arr.dtype) != np.dtype(spec["dtype"]):
-            report.errors.append(f"array '{name}' has dtype {arr.dtype}, expected {spec['dtype']}")
-        if tuple(arr.chunks) != tuple(spec["chunks"]):
-            report.errors.append(f"array '{name}' has chunks {arr.chunks}, expected {spec['chunks']}")
-    if not report.errors:
-        report.checks.append(f"arrays, shapes, dtypes and chunking match format v{meta.format_version}")
+        if doc is None:
+            problems.append(f"{location}/{key} is missing: the store is damaged; re-harvest it")
+            continue
+        found = []
+        if name in expected:
+            found = array_doc_problems(name, doc, expected[name], f"{location}/{key}", shape=meta.complete)
+        elif doc.get("node_type") != "group" or doc.get("zarr_format") != 3:
+            found = [f"{location}/{key}: is not the metadata of a Zarr v3 group: restore it, or re-harvest"]
+        if not found and consolidated is not None:
+            copy = consolidated.get(name)
+            if name in GROUPS and copy is not None:
+                copy = {k: v for k, v in copy.items() if k != "consolidated_metadata"}
+            if copy is None:
+                found = [f"{location}/{ROOT_DOC}: the consolidated metadata lacks '{name}': restore the file, or "
+                         "re-harvest"]
+            elif copy != doc:
+                found = [f"{location}/{key} differs from its consolidated copy in {location}/{ROOT_DOC} (one was "
+                         "edited or is corrupt): restore it, or re-harvest"]
+        problems.extend(found[:1])  # one line per file: the first field that is wrong names it
+    if meta.complete and consolidated is not None:
+        if meta.metadata_sha256 is None:
+            report.warnings.append("no metadata checksum recorded (finalised by an older version of this tool)")
+        elif metadata_checksum(root["attributes"], consolidated) != meta.metadata_sha256:
+            problems.append(
+                f"{location}/{ROOT_DOC}: its attributes or consolidated metadata do not match the checksum "
+                "recorded at finalisation (edited or corrupt): restore the file, or re-harvest"
+            )
+    elif meta.complete:
+        report.warnings.append("metadata is not consolidated: run `pipeline store finalize` to add it")
+    if meta.complete and location.exists(fmt.WORK_DIR):
+        report.warnings.append(
+            f"the harvest's bookkeeping ({fmt.WORK_DIR}/) was left behind: run `pipeline store finalize` to tidy it"
+        )
+    report.errors.extend(problems)
+    if not problems:
+        report.checks.append(
+            f"metadata documents match format v{meta.format_version} and their consolidated copies"
+            + (", and the checksum recorded at finalisation" if meta.metadata_sha256 and consolidated else "")
+        )
+
+
+def _listed(report: VerifyReport, problems: list[str], what: str) -> None:
+    report.errors.extend(problems[:MAX_LISTED])
+    if len(problems) > MAX_LISTED:
+        report.errors.append(f"... and {len(problems) - MAX_LISTED} more {what}")
 
 
 def _check_chunks(
     store: ActivationStore, report: VerifyReport, on_progress: Callable[[int, int], None] | None
 ) -> None:
-    bad_chunks, bad_stats = [], []
-    means = store.group[fmt.CHUNK_MEAN]
-    m2s = store.group[fmt.CHUNK_M2]
+    bad_chunks, bad_stat_chunks, bad_stats = [], [], []
     for j in range(store.n_chunks):
         try:
+            mean_j, m2_j = (a[0] for a in store.chunk_moments(j, j + 1))
+        except StoreError as exc:
+            bad_stat_chunks.append(str(exc))
+            mean_j = m2_j = None
+        try:
             raw = store.read_chunk_raw(j)
-        except (StoreError, ValueError, OSError) as exc:  # zarr raises ValueError on a checksum mismatch
-            bad_chunks.append(f"chunk {j}: {exc}")
+        except StoreError as exc:
+            bad_chunks.append(str(exc))
             continue
         report.chunks_read += 1
         report.bytes_read += raw.nbytes
@@ -113,19 +168,17 @@ def _check_chunks(
         inf = int(np.isinf(acts).sum())
         report.nan_count += nan
         report.inf_count += inf
-        if nan == inf == 0:
+        if nan == inf == 0 and mean_j is not None:
             moments = moments_of(acts)
             if not (
-                np.allclose(moments.mean, means[j], rtol=1e-9, atol=1e-9)
-                and np.allclose(moments.m2, m2s[j], rtol=1e-7, atol=1e-6)
+                np.allclose(moments.mean, mean_j, rtol=1e-9, atol=1e-9)
+                and np.allclose(moments.m2, m2_j, rtol=1e-7, atol=1e-6)
             ):
                 bad_stats.append(j)
         if on_progress is not None:
             on_progress(j + 1, store.n_chunks)
-    for msg in bad_chunks[:MAX_LISTED]:
-        report.errors.append(f"corrupt or missing activation {msg}")
-    if len(bad_chunks) > MAX_LISTED:
-        report.errors.append(f"... and {len(bad_chunks) - MAX_LISTED} more unreadable chunks")
+    _listed(report, bad_chunks, "unreadable activation chunks")
+    _listed(report, bad_stat_chunks, "unreadable statistics chunks")
     if report.nan_count or report.inf_count:
         report.errors.append(f"activations hold {report.nan_count:,} NaN and {report.inf_count:,} Inf values")
     if bad_stats:
@@ -133,40 +186,54 @@ def _check_chunks(
         report.errors.append(f"stored statistics disagree with the data in chunk(s) {listed}")
     if not bad_chunks:
         report.checks.append(f"all {store.n_chunks} activation chunks read back and pass their checksums")
-    if not (bad_stats or bad_chunks or report.nan_count or report.inf_count):
+    if not bad_stat_chunks:
+        report.checks.append(f"all {2 * store.n_chunks} per-chunk statistics chunks read back and pass their checksums")
+    if not (bad_stats or bad_chunks or bad_stat_chunks or report.nan_count or report.inf_count):
         report.checks.append("no NaN or Inf; per-chunk statistics match the data")
 
 
 def _check_row_metadata(store: ActivationStore, report: VerifyReport) -> None:
     rows = RowMap.of(store.meta, store.n_rows)
     vocab = store.meta.tokenizer.vocab_size
-    problems = []
-    step = max(store.chunk_rows, 1 << 20)
-    for start in range(0, store.n_rows, step):
-        stop = min(start + step, store.n_rows)
-        try:
-            tokens = store.tokens(start, stop)
-            ctx, pos = store.context_ids(start, stop), store.positions(start, stop)
-        except (ValueError, OSError) as exc:
-            problems.append(f"rows {start}..{stop}: token metadata unreadable ({exc})")
+    unreadable, problems = [], []
+    # One chunk at a time, so that every damaged chunk of every array is named, not only the first.
+    for start in range(0, store.n_rows, store.chunk_rows):
+        stop = min(start + store.chunk_rows, store.n_rows)
+        got = {}
+        for name, read in ((fmt.TOKENS, store.tokens), (fmt.CONTEXT_IDS, store.context_ids),
+                           (fmt.POSITIONS, store.positions)):
+            try:
+                got[name] = read(start, stop)
+            except StoreError as exc:
+                unreadable.append(str(exc))
+        if len(got) < 3:
             continue
+        tokens, ctx, pos = got[fmt.TOKENS], got[fmt.CONTEXT_IDS], got[fmt.POSITIONS]
+        j = start // store.chunk_rows
         want_ctx, want_pos = rows.ids_and_positions(start, stop)
         if tokens.min(initial=0) < 0 or tokens.max(initial=0) >= vocab:
-            problems.append(f"rows {start}..{stop}: token ids outside the vocabulary 0..{vocab - 1}")
-        if not (np.array_equal(ctx, want_ctx) and np.array_equal(pos, want_pos)):
-            problems.append(f"rows {start}..{stop}: context ids / positions do not follow the layout")
-    report.errors.extend(problems[:MAX_LISTED])
-    if not problems:
-        report.checks.append("token ids in vocabulary; context ids and positions follow the layout")
+            problems.append(f"tokens chunk {j} (rows {start}..{stop}): token ids outside the vocabulary 0..{vocab - 1}")
+        if not np.array_equal(ctx, want_ctx):
+            problems.append(f"context_ids chunk {j} (rows {start}..{stop}): context ids do not follow the layout")
+        if not np.array_equal(pos, want_pos):
+            problems.append(f"positions chunk {j} (rows {start}..{stop}): positions do not follow the layout")
+    _listed(report, unreadable, "unreadable token, context id or position chunks")
+    _listed(report, problems, "chunks whose per-row metadata is wrong")
+    if not (unreadable or problems):
+        report.checks.append("token, context id and position chunks pass their checksums; token ids in vocabulary; "
+                             "context ids and positions follow the layout")
 
 
 def _check_global_stats(store: ActivationStore, report: VerifyReport) -> None:
     if not store.meta.complete:
         return
-    merged = merge_all(store.chunk_row_counts(), store.group[fmt.CHUNK_MEAN][:], store.group[fmt.CHUNK_M2][:])
-    if np.allclose(merged.mean, store.group[fmt.MEAN][:], rtol=1e-9, atol=1e-9) and np.allclose(
-        merged.var, store.group[fmt.VAR][:], rtol=1e-9, atol=1e-9
-    ):
+    try:
+        merged = merge_all(store.chunk_row_counts(), *store.chunk_moments())
+        mean, var = store.read_array(fmt.MEAN, 0, store.d_model), store.read_array(fmt.VAR, 0, store.d_model)
+    except StoreError as exc:
+        report.errors.append(str(exc))
+        return
+    if np.allclose(merged.mean, mean, rtol=1e-9, atol=1e-9) and np.allclose(merged.var, var, rtol=1e-9, atol=1e-9):
         report.checks.append("global mean and variance match the per-chunk statistics")
     else:
         report.errors.append("stats/mean or stats/var disagree with the per-chunk statistics: run finalize again")

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 RESUME_HINTS = {
     "batch_size": "rerun with --batch-size {} to continue it (or use another --store path)",
     "compute_dtype": "rerun with --dtype {} to continue it (or use another --store path)",
+    "model_weights": "the model's files changed since this store was started; put the original model back to "
+                     "continue it, or pass another --store path",
+    "data_content": "the data files changed since this store was started; put the original files back to "
+                    "continue it, or pass another --store path",
 }
 """For settings that only decide how the rows are computed: how to continue the existing store."""
 
@@ -99,11 +103,18 @@ class StoreWriter:
             existing = read_meta(self.location)
         except PermissionError as exc:
             raise StoreError(f"cannot read {self.location}: {exc.strerror or exc}; choose a writable path") from exc
+        except NotADirectoryError as exc:  # a file stands where the store's folder (or a parent) should be
+            raise StoreError(f"cannot write to {self.location}: {exc.strerror or exc}; choose a writable --store "
+                             "path") from exc
         if existing is None:
             return None
         mismatch = self.meta.first_mismatch(existing)
         if mismatch is not None:
             field, ours, theirs = mismatch
+            # Other content under another name reads best as the names; the digests only when the name is the same.
+            path_key = {"model_weights": "model", "data_content": "data_files"}.get(field)
+            if path_key is not None and self.meta.identity()[path_key] != existing.identity()[path_key]:
+                field, ours, theirs = path_key, self.meta.identity()[path_key], existing.identity()[path_key]
             fix = RESUME_HINTS.get(field, "pass another --store path, or delete the old store to replace it")
             raise StoreMismatchError(
                 f"{self.location} already holds a store with {fmt.identity_label(field)} = {theirs!r}, but this "

@@ -7,6 +7,7 @@ one error line must contain. Extend it with every bad input you find.
 from __future__ import annotations
 
 import hashlib
+import random
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,18 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("harvest shard 3 of 2", ["harvest", "--store", "{out}/s.zarr", "--shard", "3", "--num-shards", "2"],
      ["--shard 3"]),
     ("store info no store", ["store", "info", "{missing}"], ["no activation store"]),
+    # Harvest: inputs only the model or the data can show wrong ({model} is the tiny model, {kjv} real text).
+    ("harvest empty jsonl", ["harvest", "--store", "{out}/s.zarr", "--model", "{model}", "--dataset", "{empty}",
+                             "--layer", "2"], ["holds no text", "empty"]),
+    ("harvest random bytes jsonl", ["harvest", "--store", "{out}/s.zarr", "--model", "{model}", "--dataset",
+                                    "{noise}.jsonl", "--layer", "2"], ["cannot read data set", "as json"]),
+    ("harvest random bytes txt", ["harvest", "--store", "{out}/s.zarr", "--model", "{model}", "--dataset",
+                                  "{noise}.txt", "--layer", "2"], ["is not UTF-8 text"]),
+    ("harvest ctx beyond the model's positions", ["harvest", "--store", "{out}/s.zarr", "--model", "{model}",
+                                                  "--dataset", "{kjv}", "--layer", "2", "--ctx", "2048"],
+     ["--ctx 2048 is longer than", "512 positions", "--ctx 512 or less"]),
+    ("harvest model folder missing", ["harvest", "--store", "{out}/s.zarr", "--model", "{missing}/model",
+                                      "--dataset", "{kjv}", "--layer", "2"], ["model folder", "does not exist"]),
 ]
 
 
@@ -70,6 +83,17 @@ def store(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("bad-inputs") / "s.zarr")
     write_store(path, make_meta(n_rows=2000, d=8, chunk_rows=256), synthetic_rows(2000, 8))
     return path
+
+
+@pytest.fixture(scope="module")
+def harvest_inputs(tmp_path_factory, tiny_model_dir, kjv_file) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("bad-harvest-inputs")
+    (root / "empty.jsonl").write_bytes(b"")
+    noise = random.Random(0).randbytes(4096)
+    (root / "noise.jsonl").write_bytes(noise)
+    (root / "noise.txt").write_bytes(noise)
+    return {"model": str(tiny_model_dir), "kjv": str(kjv_file), "empty": str(root / "empty.jsonl"),
+            "noise": str(root / "noise")}
 
 
 def _digest(root: Path) -> str:
@@ -82,12 +106,14 @@ def _digest(root: Path) -> str:
 
 
 @pytest.mark.parametrize(("args", "fragments"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line(args, fragments, store, tmp_path, capsys):
+def test_bad_input_is_one_line(args, fragments, store, harvest_inputs, tmp_path, capsys):
     out, run = tmp_path / "out", tmp_path / "not-a-run"
     run.mkdir()
-    fill = {"store": store, "out": str(out), "run": str(run), "missing": str(tmp_path / "missing.zarr")}
+    fill = {"store": store, "out": str(out), "run": str(run), "missing": str(tmp_path / "missing.zarr"),
+            **harvest_inputs}
     before = _digest(Path(store))
     result = run_cli(capsys, *[a.format(**fill) for a in args])
     assert_one_line_error(result, *fragments)
     assert _digest(Path(store)) == before  # the store is untouched
     assert not out.exists() or not any(out.rglob("*.safetensors"))  # nothing trained on bad input
+    assert not (out / "s.zarr").exists()  # no store begun from bad input
