@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from harvest.config import HarvestConfig
+from harvest.digest import file_digest
 from harvest.errors import HarvestError
 from harvest.hub import hub_reachable, looks_local
 from store.format import DatasetInfo
@@ -46,12 +47,18 @@ class DataSource:
         return LOCAL_BUILDERS[Path(self.data_files[0]).suffix.lower()]
 
     def info(self) -> DatasetInfo:
+        """What the store records of its data: for local files their paths, sizes, times and content digests (a
+        file edited in place is other data, whatever its path or time says)."""
+        files = [Path(f) for f in self.data_files or ()]
+        stats = [f.stat() for f in files]
         return DatasetInfo(
             name=self.name if self.data_files is None else self.builder,
             config=self.config,
             split=self.split,
             text_field=self.text_field,
             data_files=list(self.data_files) if self.data_files else None,
+            data_file_digests=[file_digest(f) for f in files] if files else None,
+            data_file_stats=[{"size": st.st_size, "mtime": st.st_mtime} for st in stats] if files else None,
         )
 
     @classmethod
@@ -92,7 +99,7 @@ class DataSource:
             raise HarvestError(
                 f"cannot reach the Hugging Face Hub to stream '{self.name}' ({exc}): pass a local file with --dataset"
             ) from exc
-        for i, example in enumerate(ds):
+        for i, example in enumerate(self._examples(ds)):
             if self.text_field not in example:
                 raise HarvestError(
                     f"data set '{self.name}' has no field '{self.text_field}' (fields: {', '.join(example)}): "
@@ -105,6 +112,34 @@ class DataSource:
                 text = text.strip("\n")  # paragraphs of a .txt file keep the blank line that ended them
             if text:
                 yield text
+
+
+    def _examples(self, ds) -> Iterator[dict]:
+        """The data set's examples; a file that cannot be parsed as its type is one HarvestError, not a traceback
+        from deep inside ``datasets`` or pyarrow."""
+        where = self.data_files[0] if self.data_files and len(self.data_files) == 1 else self.name
+        # The json builder logs a parse error before raising it; the error below says it once, in one line.
+        logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
+        it = iter(ds)
+        while True:
+            try:
+                example = next(it)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as exc:
+                raise HarvestError(
+                    f"data set '{where}' is not UTF-8 text ({exc.reason} at byte {exc.start}): pass UTF-8 "
+                    ".txt/.jsonl files or parquet"
+                ) from None
+            # pyarrow's parse errors are ValueErrors; a stop inside the library's generators surfaces as a
+            # RuntimeError; a read failing half-way (a network stream, a file that vanished) is an OSError.
+            except (ValueError, RuntimeError, OSError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise HarvestError(
+                    f"cannot read data set '{where}' as {self.builder}: {first}: check that the files are valid "
+                    f"{'/'.join(sorted(LOCAL_BUILDERS)) if self.data_files else 'data'}"
+                ) from None
+            yield example
 
 
 def _local_files(spec: str) -> list[str]:
@@ -120,7 +155,13 @@ def _local_files(spec: str) -> list[str]:
     unknown = [f for f in files if Path(f).suffix.lower() not in LOCAL_BUILDERS]
     if unknown:
         raise HarvestError(f"cannot read '{unknown[0]}': data files must be .json, .jsonl, .txt or .parquet")
-    return files
+    # An empty file holds no text, and the json builder fails on one with an opaque StopIteration.
+    empty = [f for f in files if Path(f).stat().st_size == 0]
+    if len(empty) == len(files):
+        raise HarvestError(f"data set '{spec}' holds no text: its file(s) are empty; pass files with text")
+    for f in empty:
+        log.warning("skipping the empty data file %s", f)
+    return [f for f in files if f not in empty]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,9 +47,17 @@ def _load_error(what: str, name: str, exc: Exception) -> HarvestError:
     return HarvestError(f"cannot load {what} '{name}' from the Hugging Face Hub: {str(exc).splitlines()[0]}")
 
 
+def _check_exists(name: str) -> None:
+    """A path that names nothing on disk: say so, rather than the hub library's 'Repo id must be in the form'."""
+    if looks_local(name) and not Path(name).expanduser().exists():
+        raise HarvestError(f"the model folder '{name}' does not exist: pass an existing folder or a hub id with "
+                           "--model")
+
+
 def load_tokenizer(name: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
+    _check_exists(name)
     try:
         return AutoTokenizer.from_pretrained(name, revision=revision, **_hub_kwargs(name))
     except (OSError, ValueError) as exc:
@@ -58,6 +67,7 @@ def load_tokenizer(name: str, revision: str | None = None):
 def load_model(name: str, revision: str | None, device: torch.device, dtype: torch.dtype) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
+    _check_exists(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype, **_hub_kwargs(name))
     except (OSError, ValueError) as exc:
@@ -117,6 +127,14 @@ def check_layer(model: nn.Module, layer: int, name: str) -> None:
             f"layer {layer} is out of range: {name} has {len(layers)} decoder layers (0..{len(layers) - 1}); "
             "pass --layer in that range"
         )
+
+
+def check_context_length(model: nn.Module, length: int, name: str) -> None:
+    """Refuse contexts longer than the model's positions: past them its activations are not what it computes."""
+    cfg = getattr(model.config, "text_config", None) or model.config
+    most = getattr(cfg, "max_position_embeddings", None)
+    if isinstance(most, int) and length > most:
+        raise HarvestError(f"--ctx {length} is longer than {name} allows ({most} positions): pass --ctx {most} or less")
 
 
 class _StopForward(Exception):  # noqa: N818 (control flow, not an error)
@@ -200,7 +218,7 @@ def fingerprint(model: nn.Module) -> str:
     return hashlib.sha256(emb.numpy().tobytes()).hexdigest()[:16]
 
 
-def model_info(model: nn.Module, name: str) -> ModelInfo:
+def model_info(model: nn.Module, name: str, weights_digest: str | None = None) -> ModelInfo:
     cfg = model.config
     text_cfg = getattr(cfg, "text_config", None) or cfg
     layers, _ = decoder_layers(model)
@@ -212,6 +230,7 @@ def model_info(model: nn.Module, name: str) -> ModelInfo:
         d_model=int(text_cfg.hidden_size),
         vocab_size=int(text_cfg.vocab_size),
         fingerprint=fingerprint(model),
+        weights_digest=weights_digest,
     )
 
 

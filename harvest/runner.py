@@ -14,9 +14,11 @@ import torch
 
 from harvest.config import HarvestConfig
 from harvest.data import Context, ContextStream, DataSource
+from harvest.digest import local_name, model_weights_digest
 from harvest.errors import HarvestError
 from harvest.lm import (
     LayerCapture,
+    check_context_length,
     check_layer,
     load_model,
     load_tokenizer,
@@ -63,12 +65,15 @@ def default_batch_size(device: torch.device) -> int:
 
 def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute_dtype: torch.dtype,
                batch_size: int) -> StoreMeta:
-    info = model_info(model, cfg.model)
+    # A local model is named by its absolute path, so that `./m` and `/abs/m` are one model on resume, and known
+    # by its content, so that another model put at the same path is not.
+    name = local_name(cfg.model)
+    info = model_info(model, name, model_weights_digest(cfg.model))
     from importlib.metadata import version
 
     return StoreMeta(
         model=info,
-        tokenizer=tokenizer_info(tokenizer, cfg.model),
+        tokenizer=tokenizer_info(tokenizer, name),
         dataset=source.info(),
         context=ContextInfo(length=cfg.context_length, include_bos=cfg.include_bos),
         layer=cfg.layer,
@@ -105,12 +110,14 @@ def harvest(cfg: HarvestConfig, on_progress: ProgressCallback | None = None) -> 
     log.info("loading %s on %s (%s)", cfg.model, device, str(compute_dtype).removeprefix("torch."))
     model = load_model(cfg.model, cfg.revision, device, compute_dtype)
     check_layer(model, cfg.layer, cfg.model)
+    check_context_length(model, cfg.context_length, cfg.model)
     meta = build_meta(cfg, model, tokenizer, source, compute_dtype, cfg.batch_size or default_batch_size(device))
 
     writer = StoreWriter.open(location, meta, shard=cfg.shard)
     if writer.done:
         writer.close()
-        complete = writer.meta.complete or finalize(location, missing_ok=True)
+        # Also on a complete store: finalize then finishes the tidy-up a killed finalisation left undone.
+        complete = finalize(location, missing_ok=True)
         log.info("%s: this %s is already written; nothing to do", location, "store" if complete else "shard")
         return HarvestResult(cfg.store, 0, 0, complete, time.monotonic() - started)
     resumed_at = writer.resume_row
@@ -248,7 +255,17 @@ def _write_batch(cfg: HarvestConfig, plan: ShardPlan, capture: LayerCapture, sin
                  first_context: int, rows: tuple[int, int], device: torch.device) -> int:
     """One forward pass over a batch of contexts; queues rows [lo, hi) of its flattened rows. Returns hi - lo."""
     ids_CT = torch.from_numpy(np.stack([c.tokens for c in group])).to(device)
-    acts_CTD = capture(ids_CT)
+    try:
+        acts_CTD = capture(ids_CT)
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "DefaultCPUAllocator: can't allocate".
+        if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
+            raise
+        raise HarvestError(
+            f"out of memory running {len(group)} contexts of {cfg.context_length} tokens on {device}; rows before "
+            f"context {first_context} are kept: rerun with a smaller --batch-size or --ctx and a new --store (a store "
+            "keeps the batch size it started with)"
+        ) from None
     first_pos = plan.context.first_position
     # Row r of the flattened batch is store row first_row + r.
     first_row = first_context * plan.context.rows_per_context
