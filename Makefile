@@ -89,3 +89,8 @@ bench: setup
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
+
+# Random kill -9 trials of harvest and fit on the tiny model, each compared bit for bit with an uninterrupted run.
+CRASH_TRIALS ?= 10
+crash-trials: setup
+	$(PY) -m benchmarks.crash_trials --trials $(CRASH_TRIALS) --out crash-trials.json

@@ -1,12 +1,18 @@
 """Checkpoints of a training pass, and resuming one.
 
-Every SAE of a pass checkpoints at the same step; a pass file then commits that step, so a pass killed at any
-moment resumes all its SAEs from one step and finishes with the weights of an uninterrupted pass.
+Every SAE of a pass checkpoints at the same step, into one step directory of the pass; the pass file then
+commits that step, so a pass killed at any moment resumes all its SAEs from one step and finishes with the
+weights of an uninterrupted pass.
 
 ```
-RUN_DIR/<name>/checkpoints/step-NNNNNNN/{sae.safetensors, optimizer.pt, state.json}
-RUN_DIR/passes/<id>.json     {"step": N, "saes": [...]}: the step every SAE of the pass has checkpointed
+RUN_DIR/passes/<id>.json                          {"step": N, "saes": [...]}: the committed step
+RUN_DIR/passes/<id>/step-NNNNNNN/<name>/{sae.safetensors, optimizer.pt, state.json}
 ```
+
+A checkpoint is written whole into ``step-N.tmp/``, renamed to ``step-N/``, and only then committed by rewriting
+the pass file (an atomic replace); older step directories are dropped after that. So at every instant the pass
+file names a complete step directory (or there is none yet), and anything else in the pass directory is a
+checkpoint that was never committed: a rerun discards it and resumes from the committed step (or from the start).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import torch
@@ -30,6 +38,13 @@ log = logging.getLogger(__name__)
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 
+KILL_ENV = "HFG_TEST_KILL_AT"
+"""Tests only: ``checkpoint:<point>[@<n>]`` makes the process SIGKILL itself the n-th time (default 1st) it
+reaches that point of :func:`save_checkpoint` (points: ``sae-<i>``, ``staged``, ``renamed``, ``committed``,
+``dropped``), to prove a rerun resumes from every instant. Unset, it does nothing."""
+
+_kill_counts: dict[str, int] = {}
+
 
 def pass_file(out: Path, names: list[str], identity: dict) -> Path:
     """The pass file of these SAEs trained with this configuration (named after all of them, finished or not,
@@ -38,34 +53,90 @@ def pass_file(out: Path, names: list[str], identity: dict) -> Path:
     return out / "passes" / f"{hashlib.sha1(blob).hexdigest()[:12]}.json"
 
 
+def pass_dir(pass_path: Path) -> Path:
+    """The directory holding the pass's step directories (beside its pass file)."""
+    return pass_path.with_suffix("")
+
+
+def _step_dir(pass_path: Path, step: int) -> Path:
+    return pass_dir(pass_path) / f"step-{step:07d}"
+
+
 def save_checkpoint(trainees: list[Trainee], step: int, pass_path: Path) -> None:
-    """Write every SAE's state at ``step``, then commit the step in the pass file, then drop older ones."""
-    for t in trainees:
-        _save(t, step)
+    """Write every SAE's state at ``step`` into a new step directory, commit it in the pass file, drop older ones."""
+    final = _step_dir(pass_path, step)
+    staging = final.with_name(final.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a kill before a rerun could discard it
+    for i, t in enumerate(trainees):
+        _save(t, step, staging / t.cfg.name)
+        _kill_point(f"sae-{i}")
+    _kill_point("staged")
+    shutil.rmtree(final, ignore_errors=True)  # never committed (resume discards those), so nothing is lost
+    staging.rename(final)
+    _kill_point("renamed")
     write_json_atomic(pass_path, {"step": step, "saes": [t.cfg.name for t in trainees]})
-    for t in trainees:
-        t.run.drop_checkpoints(keep=step)
+    _kill_point("committed")
+    _discard_uncommitted(pass_path, step)
+    _kill_point("dropped")
     log.debug("checkpoint at step %d", step)
 
 
-def _save(t: Trainee, step: int) -> None:
-    final = t.run.checkpoint_dir(step)
-    tmp = final.with_name(final.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_weights(t.sae, tmp / WEIGHTS_FILE)
-    torch.save(t.opt.state_dict(), tmp / OPTIMIZER_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "seconds": t.timer.collect()}))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+def _save(t: Trainee, step: int, into: Path) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    save_weights(t.sae, into / WEIGHTS_FILE)
+    torch.save(t.opt.state_dict(), into / OPTIMIZER_FILE)
+    (into / STATE_FILE).write_text(json.dumps({"step": step, "seconds": t.timer.collect()}))
+
+
+def _kill_point(point: str) -> None:
+    target = os.environ.get(KILL_ENV)
+    if not target:
+        return
+    name, _, nth = target.partition("@")
+    if name != f"checkpoint:{point}":
+        return
+    _kill_counts[point] = _kill_counts.get(point, 0) + 1
+    if _kill_counts[point] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _committed_step(pass_path: Path) -> int | None:
+    try:
+        return int(json.loads(pass_path.read_text())["step"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        # Written by an atomic replace, so only a hand edit or a disk fault gets here.
+        raise FitError(f"{pass_path} is damaged: delete it to train this pass from the start") from None
+
+
+def _discard_uncommitted(pass_path: Path, keep: int | None) -> None:
+    """Remove every step directory of the pass but the committed one (staging and uncommitted steps)."""
+    root = pass_dir(pass_path)
+    if not root.exists():
+        return
+    kept = _step_dir(pass_path, keep).name if keep is not None else None
+    for p in root.iterdir():
+        if p.name != kept:
+            log.debug("discarding uncommitted checkpoint %s", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def end_pass(pass_path: Path) -> None:
+    """Remove the pass's file and checkpoints once every SAE's results are written (a kill in between leaves a
+    pass directory without its file, which is uncommitted and which the next run of the pass removes)."""
+    pass_path.unlink(missing_ok=True)
+    shutil.rmtree(pass_dir(pass_path), ignore_errors=True)
 
 
 def resume(trainees: list[Trainee], pass_path: Path, world: World) -> int:
     """The step the pass resumes at (0 for a fresh pass), with every SAE's state restored to it."""
-    if not pass_path.exists():
-        _start_fresh(trainees, world)
+    step = _committed_step(pass_path)
+    if world.is_main:
+        _discard_uncommitted(pass_path, step)
+    if step is None:
+        _start_fresh(trainees, pass_path, world)
         return 0
-    step = json.loads(pass_path.read_text())["step"]
     for t in trainees:
         _load(t, step, pass_path)
         if world.is_main:
@@ -74,19 +145,33 @@ def resume(trainees: list[Trainee], pass_path: Path, world: World) -> int:
     return step
 
 
-def _start_fresh(trainees: list[Trainee], world: World) -> None:
-    for t in trainees:
-        if t.run.checkpoint_steps():
+def _start_fresh(trainees: list[Trainee], pass_path: Path, world: World) -> None:
+    mine = {t.cfg.name for t in trainees}
+    for other in sorted(pass_path.parent.glob("*.json")) if pass_path.parent.exists() else []:
+        if other == pass_path:
+            continue
+        try:
+            theirs = set(json.loads(other.read_text())["saes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a pass file we can read, so not one whose work we could lose
+        if shared := sorted(mine & theirs):
             raise FitError(
-                f"{t.run.path} holds checkpoints of another training pass (other SAEs trained with it): "
-                "rerun that exact command to finish it, or delete the directory"
+                f"{Path(pass_path.parent.parent) / shared[0]} is being trained by another training pass ({other}, "
+                "with other SAEs): rerun that exact command to finish it, or delete that file and the directory"
             )
+    for t in trainees:
         if world.is_main:
+            # Checkpoints inside the run directory (the layout before passes/<id>/) that no pass file commits.
+            if t.run.checkpoint_steps():
+                log.warning("discarding uncommitted checkpoints in %s", t.run.checkpoints_dir)
+                t.run.drop_checkpoints()
             t.run.metrics_path.unlink(missing_ok=True)
 
 
 def _load(t: Trainee, step: int, pass_path: Path) -> None:
-    ckpt = t.run.checkpoint_dir(step)
+    ckpt = _step_dir(pass_path, step) / t.cfg.name
+    if not ckpt.exists() and t.run.checkpoint_dir(step).exists():
+        ckpt = t.run.checkpoint_dir(step)  # a pass started before checkpoints moved under passes/<id>/
     if not ckpt.exists():
         raise FitError(
             f"checkpoint {ckpt} is missing, but {pass_path} says the pass reached step {step}: delete that "
@@ -114,4 +199,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):  # a line torn by the crash
             continue
-    path.write_text("".join(line + "\n" for line in kept))
+    # Replaced whole, so a kill while truncating cannot lose the lines up to the step we resume from.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)

@@ -7,9 +7,11 @@ RUN_DIR/<name>/sae.safetensors    final weights (W_enc, b_enc, W_dec, b_dec, w_F
 RUN_DIR/<name>/training.json      final summary: steps, tokens, wall-clock, tokens/s; its presence = finished
 RUN_DIR/<name>/eval.json          written by `pipeline evaluate` (fit only names the file)
 RUN_DIR/<name>/saelens/           cfg.json + sae_weights.safetensors, loadable with SAELens
-RUN_DIR/<name>/checkpoints/       while training: step-NNNNNNN/ with weights, optimiser state, progress
+RUN_DIR/<name>/checkpoints/       only from passes started before checkpoints moved under RUN_DIR/passes/<id>/
 RUN_DIR/<name>/tensorboard/       with --track tensorboard: the SAE's event files (wandb/, trackio/ likewise)
-RUN_DIR/passes/<id>.json          while training: the step every SAE of a pass has checkpointed
+RUN_DIR/passes/<id>.json          while training: the step every SAE of a pass has checkpointed (committed)
+RUN_DIR/passes/<id>/step-NNNNNNN/<name>/   that step's weights, optimiser state, progress (fit/checkpoint.py)
+RUN_DIR/fit.lock                  held by the fit writing into RUN_DIR (an OS lock: gone when it dies)
 ```
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from fit import checkpoint
 from fit.config import SAEConfig, TrainConfig
 from fit.data import TrainingBatches
 from fit.distributed import World, init_world, shutdown
-from fit.errors import FitError
+from fit.errors import FitError, StoreNotReadyError
 from fit.export import export_saelens, saelens_metadata
 from fit.metrics import Throughput, status_line
 from fit.runs import RunDir, check_config, save_weights, write_json_atomic
@@ -32,7 +33,11 @@ from fit.tracking import open_tracker
 from fit.trainee import SharedNorms, Trainee
 from store.batches import BatchOrder
 from store.device import resolve_device
-from store.reader import ActivationStore, open_store
+from store.errors import IncompleteStoreError, StoreLockedError
+from store.layout import read_meta
+from store.location import StoreLocation
+from store.lock import WriterLock
+from store.reader import ActivationStore, open_store, written_prefix_rows
 from store.split import RowSplit
 
 log = logging.getLogger(__name__)
@@ -69,7 +74,54 @@ def _absolute(url: str) -> str:
 
 
 def _open_store(cfg: TrainConfig) -> ActivationStore:
-    return open_store(cfg.store, storage_options=cfg.storage_options)
+    try:
+        return open_store(cfg.store, storage_options=cfg.storage_options)
+    except IncompleteStoreError:
+        # open_store's own fix suggests --partial, which fit does not have: say what fit's user can do.
+        location = StoreLocation(cfg.store, cfg.storage_options or {})
+        meta = read_meta(location)
+        written = written_prefix_rows(location, meta)
+        raise StoreNotReadyError(
+            f"{location} is incomplete: its harvest has written {written:,} of {meta.n_rows:,} tokens; wait for "
+            "the harvest to finish, or rerun it to complete the store"
+        ) from None
+
+
+LOCK_FILE = "fit.lock"
+"""In --out: held (an OS file lock, dropped by the kernel even on kill -9) by the fit writing there."""
+
+
+def _prepare_out(out: Path) -> None:
+    """Create --out, or refuse in one line when it cannot be a directory we write into."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FitError(f"--out {out} is (or lies under) a file, not a directory: choose a directory") from None
+    except OSError as exc:
+        raise FitError(f"cannot create --out {out} ({exc.strerror}): choose a directory you can write to") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise FitError(f"--out {out} is not writable: choose a directory you can write to")
+
+
+@contextlib.contextmanager
+def _out_lock(out: Path, world: World) -> Iterator[None]:
+    """Hold --out for this fit (rank 0 writes for all ranks), so a second fit into it fails at once instead of
+    interleaving its logs and checkpoints with ours."""
+    if not world.is_main:
+        yield
+        return
+    try:
+        lock = WriterLock(StoreLocation(str(out.resolve())), LOCK_FILE).acquire()
+    except StoreLockedError:
+        raise FitError(
+            f"another fit is writing to {out}: wait for it to finish or stop it, or choose another --out"
+        ) from None
+    except OSError as exc:
+        raise FitError(f"cannot lock --out {out} ({exc.strerror}): choose a directory you can write to") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = None) -> list[FitResult]:
@@ -83,9 +135,12 @@ def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = 
     names = [s.name for s in saes]
     if len(set(names)) != len(names):
         raise FitError(f"two SAEs of the pass share a name: {names}")
+    out = Path(cfg.out)
+    _prepare_out(out)
     world = init_world(cfg.device)
     try:
-        return _fit(cfg, saes, world, on_step)
+        with _out_lock(out, world):
+            return _fit(cfg, saes, world, on_step)
     finally:
         shutdown(world)
 
@@ -95,10 +150,12 @@ def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCal
     device = resolve_device(cfg.device)
     plan = _plan(cfg, store, world)
     todo, results = _sort_runs(cfg, saes, store, plan)
+    pass_path = checkpoint.pass_file(Path(cfg.out), [s.name for s in saes], plan.record)
     if not todo:
+        if world.is_main:
+            checkpoint.end_pass(pass_path)  # a kill after the last results, before the pass was tidied
         return results
     trainees = _trainees(cfg, store, todo, world, device)
-    pass_path = checkpoint.pass_file(Path(cfg.out), [s.name for s in saes], plan.record)
     start = checkpoint.resume(trainees, pass_path, world)
     world.barrier()  # rank 0 may have pruned logs; nobody trains before that
     batches = TrainingBatches(store, plan.order, device=device, mode=cfg.data, start_step=start,
@@ -114,7 +171,7 @@ def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCal
         return []
     for t in trainees:
         results.append(_finish(t, cfg, store, plan.n_steps, wall))
-    pass_path.unlink(missing_ok=True)
+    checkpoint.end_pass(pass_path)
     return results
 
 
