@@ -37,20 +37,26 @@ def setup_logging(verbosity: int) -> None:
     for noisy in ("httpx", "urllib3", "fsspec", "botocore", "s3fs", "aiobotocore", "filelock", "datasets"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import transformers
+    _quiet_hf_libraries()
 
+
+def _quiet_hf_libraries() -> None:
+    """No progress bars or info chatter from transformers / datasets / the hub, which own their own logging.
+
+    Importing them costs seconds, and a fit never needs them: where they are not imported yet, the environment
+    variables they read at import time do the same job.
+    """
+    for var, value in (("TRANSFORMERS_VERBOSITY", "error"), ("DATASETS_VERBOSITY", "error"),
+                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(var, value)
+    if "transformers" in sys.modules:
+        transformers = sys.modules["transformers"]
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
-    try:
-        import datasets
-
+    if "datasets" in sys.modules:
+        datasets = sys.modules["datasets"]
         datasets.utils.logging.disable_progress_bar()
         datasets.utils.logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 class RateColumn(ProgressColumn):
