@@ -135,6 +135,11 @@ class StoreRecord(Record):
     """Tokens the harvest asked for."""
     chunk_rows: int | None = None
     """Rows per store chunk."""
+    model_weights: str | None = None
+    """Content digest of every model and tokenizer file (a local model folder); None for a hub id, whose
+    revision identifies it."""
+    data_content: list[str] | None = None
+    """Content digest of each local data file."""
     architecture: str
     """The LM's Transformers class name, e.g. Gemma2ForCausalLM."""
     description: str

@@ -57,11 +57,9 @@ def _swap_decoder_layers(model_dir: Path) -> None:
         os.utime(p, ns=t)
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory, kjv_file) -> Path:
-    """A folder holding a model, a corpus and a store of them killed with kill -9 after its first chunks; the
-    harvest named the model and corpus by relative paths."""
-    root = tmp_path_factory.mktemp("identity")
+def _killed_harvest(root: Path, kjv_file: Path) -> Path:
+    """A model, a corpus and a store of them killed with kill -9 after its first chunks, in ``root``; the harvest
+    named the model and corpus by relative paths."""
     save_tiny_model(root / "model")
     shutil.copy(kjv_file, root / "corpus.jsonl")
     proc = pipeline_subprocess("harvest", "--model", "model", "--dataset", "corpus.jsonl", "--store", "s.zarr",
@@ -77,9 +75,20 @@ def killed(tmp_path_factory, kjv_file) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, kjv_file) -> Path:
+    return _killed_harvest(tmp_path_factory.mktemp("identity"), kjv_file)
+
+
+@pytest.fixture
+def in_place(tmp_path, kjv_file) -> Path:
+    """A killed harvest of its own, so its inputs can be changed at the very paths the store recorded."""
+    return _killed_harvest(tmp_path, kjv_file)
+
+
 @pytest.fixture
 def case(killed, tmp_path) -> Path:
-    """A private copy of the killed harvest's folder, to change."""
+    """A private copy of the killed harvest's folder, elsewhere."""
     shutil.copytree(killed, tmp_path / "c", symlinks=True)
     return tmp_path / "c"
 
@@ -96,18 +105,18 @@ def _refused_and_untouched(capsys, root: Path, *fragments: str) -> None:
         open_store(str(root / "s.zarr"))
 
 
-def test_model_replaced_in_place_by_other_decoder_layers_is_refused(case, capsys):
-    _swap_decoder_layers(case / "model")
-    _refused_and_untouched(capsys, case, "model files (content digest)", "the model's files changed")
+def test_model_replaced_in_place_by_other_decoder_layers_is_refused(in_place, capsys):
+    _swap_decoder_layers(in_place / "model")
+    _refused_and_untouched(capsys, in_place, "model files (content digest)", "the model's files changed")
 
 
-def test_corpus_edited_in_place_is_refused(case, capsys):
-    corpus = case / "corpus.jsonl"
-    times = _keep_times(case)[corpus]
+def test_corpus_edited_in_place_is_refused(in_place, capsys):
+    corpus = in_place / "corpus.jsonl"
+    times = _keep_times(in_place)[corpus]
     text = corpus.read_text()
     corpus.write_text(text.replace("God", "Gxd", 1))  # same size, and the same time below
     os.utime(corpus, ns=times)
-    _refused_and_untouched(capsys, case, "dataset files' content (digest)", "the data files changed")
+    _refused_and_untouched(capsys, in_place, "dataset files' content (digest)", "the data files changed")
 
 
 def test_same_model_and_corpus_by_absolute_path_elsewhere_continue_the_store(case, capsys):
