@@ -17,7 +17,7 @@ import numpy as np
 
 from store import dtypes
 from store import format as fmt
-from store.errors import StoreError
+from store.errors import StoreError, StoreNotFoundError
 from store.layout import (
     GROUPS,
     ROOT_DOC,
@@ -79,6 +79,8 @@ def verify_store(
             _check_chunks(store, report, on_progress)
             _check_row_metadata(store, report)
             _check_global_stats(store, report)
+    except StoreNotFoundError:
+        raise  # nothing to check is a wrong path, not a damaged store: one line, like every other command
     except StoreError as exc:
         report.errors.append(str(exc))
     report.seconds = time.monotonic() - started

@@ -63,6 +63,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("harvest shard 3 of 2", ["harvest", "--store", "{out}/s.zarr", "--shard", "3", "--num-shards", "2"],
      ["--shard 3"]),
     ("store info no store", ["store", "info", "{missing}"], ["no activation store"]),
+    ("store verify no store", ["store", "verify", "{missing}"], ["no activation store"]),
     # Harvest: inputs only the model or the data can show wrong ({model} is the tiny model, {kjv} real text).
     ("harvest empty jsonl", ["harvest", "--store", "{out}/s.zarr", "--model", "{model}", "--dataset", "{empty}",
                              "--layer", "2"], ["holds no text", "empty"]),
