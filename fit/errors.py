@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from store.errors import IncompleteStoreError, UserError
+from store.errors import UserError
 
 
 class FitError(UserError):
     """A problem with the fit's inputs (store, run directory, batches) that the user can act on."""
-
-
-class StoreNotReadyError(FitError, IncompleteStoreError):
-    """The store's harvest has not finished; an IncompleteStoreError too, for callers that catch the store's kind."""

@@ -25,7 +25,7 @@ from fit import checkpoint
 from fit.config import SAEConfig, TrainConfig
 from fit.data import TrainingBatches
 from fit.distributed import World, init_world, shutdown
-from fit.errors import FitError, StoreNotReadyError
+from fit.errors import FitError
 from fit.export import export_saelens, saelens_metadata
 from fit.metrics import Throughput, status_line
 from fit.runs import RunDir, check_config, save_weights, write_json_atomic
@@ -33,11 +33,10 @@ from fit.tracking import open_tracker
 from fit.trainee import SharedNorms, Trainee
 from store.batches import BatchOrder
 from store.device import resolve_device
-from store.errors import IncompleteStoreError, StoreLockedError
-from store.layout import read_meta
+from store.errors import StoreLockedError
 from store.location import StoreLocation
 from store.lock import WriterLock
-from store.reader import ActivationStore, open_store, written_prefix_rows
+from store.reader import ActivationStore, open_store
 from store.split import RowSplit
 
 log = logging.getLogger(__name__)
@@ -74,17 +73,7 @@ def _absolute(url: str) -> str:
 
 
 def _open_store(cfg: TrainConfig) -> ActivationStore:
-    try:
-        return open_store(cfg.store, storage_options=cfg.storage_options)
-    except IncompleteStoreError:
-        # open_store's own fix suggests --partial, which fit does not have: say what fit's user can do.
-        location = StoreLocation(cfg.store, cfg.storage_options or {})
-        meta = read_meta(location)
-        written = written_prefix_rows(location, meta)
-        raise StoreNotReadyError(
-            f"{location} is incomplete: its harvest has written {written:,} of {meta.n_rows:,} tokens; wait for "
-            "the harvest to finish, or rerun it to complete the store"
-        ) from None
+    return open_store(cfg.store, storage_options=cfg.storage_options)
 
 
 LOCK_FILE = "fit.lock"

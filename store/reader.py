@@ -358,8 +358,8 @@ def open_store(
     written = written_prefix_rows(location, meta)
     if not partial:
         raise IncompleteStoreError(
-            f"{location} is incomplete: its harvest has written {written:,} of {meta.n_rows:,} tokens; rerun the "
-            "harvest command to finish it, or pass --partial to read the rows written so far"
+            f"{location} is incomplete: its harvest has written {written:,} of {meta.n_rows:,} tokens; wait for the "
+            "harvest to finish, or rerun it to complete the store"
         )
     if written == 0:
         raise IncompleteStoreError(f"{location} is incomplete and holds no rows yet")
