@@ -78,3 +78,20 @@ def test_a_store_of_another_layer_is_refused(trained, tiny_model_dir, kjv_file, 
                           context_length=32, batch_size=8, chunk_rows=1024))
     result = run_cli(capsys, "evaluate", runs, "--store", other, "--no-kl")
     assert_one_line_error(result, "trained on another store", "its layer is 2, this store's is 1")
+
+
+def test_a_missing_held_out_tokens_chunk_is_one_line(trained, tmp_path, capsys):
+    """Evaluate reads the held-out token ids to splice contexts; a deleted chunk there is named, not an IndexError
+    from the fill value -1 fed to the embedding."""
+    import shutil
+
+    store_url, runs = trained
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(store_url, damaged)
+    st = open_store(str(damaged))
+    last = (st.n_rows - 1) // st.chunk_rows  # the held-out rows are the store's last contexts
+    chunk = damaged / "tokens" / "c" / str(last)
+    assert chunk.is_file(), sorted(p.name for p in (damaged / "tokens" / "c").iterdir())
+    chunk.unlink()
+    result = run_cli(capsys, "evaluate", runs, "--store", damaged)
+    assert_one_line_error(result, "tokens", f"chunk {last}")
