@@ -30,8 +30,8 @@ from safetensors.torch import load_file
 
 from fit.distributed import World
 from fit.errors import FitError
-from fit.runs import WEIGHTS_FILE, save_weights, write_json_atomic
-from fit.trainee import Trainee
+from fit.runs import WEIGHTS_FILE, save_state, write_json_atomic
+from fit.trainee import Trainee, stacks_of
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ def save_checkpoint(trainees: list[Trainee], step: int, pass_path: Path) -> None
 
 def _save(t: Trainee, step: int, into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
-    save_weights(t.sae, into / WEIGHTS_FILE)
-    torch.save(t.opt.state_dict(), into / OPTIMIZER_FILE)
-    (into / STATE_FILE).write_text(json.dumps({"step": step, "seconds": t.timer.collect()}))
+    save_state(t.weights(), t.cfg.name, into / WEIGHTS_FILE)
+    torch.save(t.optimizer_state(), into / OPTIMIZER_FILE)
+    (into / STATE_FILE).write_text(json.dumps({"step": step, "seconds": t.seconds()}))
 
 
 def _kill_point(point: str) -> None:
@@ -137,8 +137,11 @@ def resume(trainees: list[Trainee], pass_path: Path, world: World) -> int:
     if step is None:
         _start_fresh(trainees, pass_path, world)
         return 0
+    loaded = {t.cfg.name: _load(t, step, pass_path) for t in trainees}
+    for stack in stacks_of(trainees):  # with all its members
+        stack.load(*zip(*(loaded[t.cfg.name][:2] for t in stack.members), strict=True))
     for t in trainees:
-        _load(t, step, pass_path)
+        t.seconds_before = loaded[t.cfg.name][2]
         if world.is_main:
             _truncate_log(t.run.metrics_path, step)
     log.info("resuming %d SAE(s) from step %d", len(trainees), step)
@@ -168,7 +171,8 @@ def _start_fresh(trainees: list[Trainee], pass_path: Path, world: World) -> None
             t.run.metrics_path.unlink(missing_ok=True)
 
 
-def _load(t: Trainee, step: int, pass_path: Path) -> None:
+def _load(t: Trainee, step: int, pass_path: Path) -> tuple[dict[str, torch.Tensor], dict, float]:
+    """The SAE's weights, optimiser state and compute seconds at ``step``, from its checkpoint."""
     ckpt = _step_dir(pass_path, step) / t.cfg.name
     if not ckpt.exists() and t.run.checkpoint_dir(step).exists():
         ckpt = t.run.checkpoint_dir(step)  # a pass started before checkpoints moved under passes/<id>/
@@ -177,15 +181,15 @@ def _load(t: Trainee, step: int, pass_path: Path) -> None:
             f"checkpoint {ckpt} is missing, but {pass_path} says the pass reached step {step}: delete that "
             "file to train this pass from the start"
         )
-    state = load_file(str(ckpt / WEIGHTS_FILE))
-    if state["W_dec"].shape[1] != t.sae.d_model:
+    device = t.stack.stack.W_dec.device
+    state = load_file(str(ckpt / WEIGHTS_FILE), device=str(device))
+    if state["W_dec"].shape[1] != t.stack.stack.d_model:
         raise FitError(
             f"{ckpt} holds an SAE for d_model {state['W_dec'].shape[1]}, but the store has d_model "
-            f"{t.sae.d_model}: use the store it was trained on"
+            f"{t.stack.stack.d_model}: use the store it was trained on"
         )
-    t.sae.load_state_dict(state)
-    t.opt.load_state_dict(torch.load(ckpt / OPTIMIZER_FILE, map_location=t.sae.W_dec.device, weights_only=True))
-    t.timer.seconds = json.loads((ckpt / STATE_FILE).read_text())["seconds"]
+    optimizer = torch.load(ckpt / OPTIMIZER_FILE, map_location=device, weights_only=True)
+    return state, optimizer, json.loads((ckpt / STATE_FILE).read_text())["seconds"]
 
 
 def _truncate_log(path: Path, step: int) -> None:

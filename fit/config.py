@@ -133,6 +133,15 @@ class TrainConfig:
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     autocast_bf16: bool = False
     """bf16 autocast for the SAE forward/backward on CUDA (weights and optimizer stay float32)."""
+    stack: bool = True
+    """Train the SAEs of one shape (same latents and architecture) as one batched computation with stacked
+    weights. Off, each SAE trains as a stack of its own, one after another each step: the per-SAE loop, kept as
+    the comparison the benchmark measures stacking against. Both give the same weights to float32 rounding; a
+    pass resumes bit for bit only with the setting it was started with."""
+    compile: bool = False
+    """torch.compile each stack's forward and backward (needs a C++ compiler on CPU). Off by default: on the 2-core
+    CPU we measured, its ~21 s warm-up made a 60-step pass slower (0.91x) though later steps ran 1.29x faster,
+    paying the warm-up back after ~100 steps (docs/fit.md); not measured on a GPU."""
     log_every: int = 50
     """Steps between metric lines in metrics.jsonl (and progress-bar updates of loss and L0)."""
     checkpoint_every: int = 500

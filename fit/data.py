@@ -70,18 +70,22 @@ class TrainingBatches:
         return torch.from_numpy(raw).to(self.device)
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        if not self.n_steps:
+            return  # a pass resumed at its last step: nothing to load
         dtype = self.store.meta.dtype
+        cuda = self.device.type == "cuda"
         if self.mode == "memory":
             if self._rows is None:
                 self._rows = self._load()
             offset = self.order.row_range[0]
             for step in range(self.start_step, self.start_step + self.n_steps):
-                idx = torch.from_numpy(self.order.batch_rows(step, self.streams) - offset).to(self.device)
+                idx = torch.from_numpy(self.order.batch_rows(step, self.streams) - offset)
+                # From pinned memory the copy is queued behind the GPU's work instead of waiting for it.
+                idx = (idx.pin_memory() if cuda else idx).to(self.device, non_blocking=True)
                 yield step, dtypes.decode(self._rows.index_select(0, idx), dtype)
             return
         if self.mode != "stream":
             raise FitError(f"unknown data mode {self.mode!r}")
-        cuda = self.device.type == "cuda"
         # On CUDA, load ahead on a CPU thread while the GPU computes; from object storage, load ahead so network
         # waits overlap compute. From local disk on a CPU whose cores all run the training step, a loader thread
         # only preempts the matmuls (measured: store-fed/in-memory 0.91 with one, 0.96 without, on 2 cores), so

@@ -34,13 +34,13 @@ class World:
         if self.distributed:
             dist.barrier()
 
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank when ``flag`` is True on any rank (so all ranks stop together)."""
-        if not self.distributed:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+    def earliest(self, value: torch.Tensor) -> int:
+        """The smallest of every rank's ``value`` (a one-element tensor on the training device), read back on the
+        host: every rank gets the same answer, so all ranks stop together."""
+        if self.distributed:
+            value = value.clone()
+            dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return int(value.item())
 
 
 def init_world(device: str) -> World:
@@ -62,34 +62,22 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
-class LossModule(nn.Module):
-    """The SAE's training loss as a module's forward, so DistributedDataParallel can wrap it."""
-
-    def __init__(self, sae: nn.Module) -> None:
-        super().__init__()
-        self.sae = sae
-
-    def forward(self, x_n_BD: torch.Tensor, l1_scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from fit.sae import Normalised
-
-        zero = x_n_BD.new_zeros(())
-        return self.sae.loss(Normalised(x_n_BD, zero, zero + 1), l1_scale)
-
-
-def wrap(sae: nn.Module, world: World, device: torch.device) -> nn.Module:
-    module = LossModule(sae)
+def wrap(module: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """The module as the step calls it: in DistributedDataParallel when training on several processes."""
     if not world.distributed:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    # The buffers (penalty weights, store statistics) are constants, identical on every rank: no broadcast needed.
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
 
 
 def all_reduce_mean(values: dict[str, torch.Tensor], world: World) -> dict[str, torch.Tensor]:
     if not world.distributed:
         return values
     keys = sorted(values)
-    flat = torch.stack([values[k].float().reshape(()) for k in keys])
+    flat = torch.stack([values[k].float() for k in keys])  # values of one shape: one collective for all
     dist.all_reduce(flat)
     flat /= world.size
     return dict(zip(keys, flat, strict=True))

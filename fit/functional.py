@@ -1,6 +1,8 @@
 """The SAE's math as plain functions of tensors, so each can be checked against a float64 reference.
 
-Shapes: B rows in a batch, D = d_model, F = number of latents (features), K groups.
+Shapes: B rows in a batch, D = d_model, F = number of latents (features), K groups. The functions broadcast
+over leading dimensions, so the same code serves one SAE and a stack of M SAEs (members first: x_n (1 or M, B, D),
+W_enc (M, D, F), biases (M, 1, F), per-latent weights (M, F)).
 """
 
 from __future__ import annotations
@@ -65,29 +67,26 @@ def decode(z_BF: torch.Tensor, W_dec_FD: torch.Tensor, b_dec_D: torch.Tensor) ->
     return z_BF @ W_dec_FD + b_dec_D
 
 
-def reconstruction_loss(x_BD: torch.Tensor, x_hat_BD: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """Mean over rows of ||x - x_hat||^2 (``mse``, the paper's) or of ||x - x_hat||_2 (``l2``, unsquared)."""
-    sq_B = (x_BD - x_hat_BD).pow(2).sum(dim=-1)
+def squared_error(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
+    """||x - x_hat||^2 per row (any leading dimensions: a stack of SAEs has its members first)."""
+    return (x_BD - x_hat_BD).pow(2).sum(dim=-1)
+
+
+def reconstruction_loss(sq_B: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean over rows (the last dimension) of the rows' squared errors ``sq_B`` (``mse``, the paper's) or of
+    their square roots, the unsquared norms (``l2``)."""
     if kind == "mse":
-        return sq_B.mean()
+        return sq_B.mean(dim=-1)
     if kind == "l2":
-        return sq_B.sqrt().mean()
+        return sq_B.sqrt().mean(dim=-1)
     raise ValueError(f"unknown reconstruction loss {kind!r}: use 'mse' or 'l2'")
 
 
-def sparsity_penalty(z_BF: torch.Tensor, w_F: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of sum_j w_j |z_j|."""
-    return (z_BF.abs() * w_F).sum(dim=-1).mean()
-
-
-def sae_loss(
-    x_BD: torch.Tensor, x_hat_BD: torch.Tensor, z_BF: torch.Tensor, w_F: torch.Tensor,
-    kind: str = "mse", l1_scale: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, reconstruction, penalty): total = reconstruction + l1_scale * penalty (l1_scale ramps in warm-up)."""
-    recon = reconstruction_loss(x_BD, x_hat_BD, kind)
-    penalty = sparsity_penalty(z_BF, w_F)
-    return recon + l1_scale * penalty, recon, penalty
+def relu_penalty(z_BF: torch.Tensor, w_F: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of sum_j w_j |z_j| for non-negative (ReLU) latents, where |z| = z: one matrix-vector product
+    per member (``z (M, B, F)``, ``w (M, F)``) rather than three passes over the latents and their backward; the
+    gradient is the same wherever the ReLU passes one."""
+    return (z_BF @ w_F.unsqueeze(-1)).squeeze(-1).mean(dim=-1)
 
 
 def remove_parallel_component(grad_FD: torch.Tensor, W_FD: torch.Tensor) -> torch.Tensor:

@@ -47,45 +47,63 @@ class StepTimer:
         return self.seconds
 
 
+WINDOW_KEYS = ("loss", "recon", "penalty", "sse", "sst")
+"""What a window sums per member and step (sse and sst become the explained variance)."""
+
+
 @dataclass
 class WindowStats:
-    """Metrics accumulated on the device between two log lines (read back once per log line)."""
+    """A stack's metrics, per member, accumulated on the device between two log lines (read back once per line)."""
 
+    n_members: int
     n_latents: int
     device: torch.device
     steps: int = 0
+    rows: int = 0
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
-    fired_F: torch.Tensor | None = None
+    fires_MF: torch.Tensor | None = None
+    """Rows each latent was active in (non-zero), over the window: the L0 and the live latents in one pass."""
 
-    def add(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], x_n_BD: torch.Tensor) -> None:
-        active_BF = parts["z"].detach() > 0
+    def add(self, loss_M: torch.Tensor, parts: dict[str, torch.Tensor], sst_M: torch.Tensor) -> None:
+        """One step: the members' losses and loss parts (as :class:`fit.stack.SAEStack` gives them), and the total
+        sum of squares of each member's normalised batch."""
+        z_MBF = parts["z"].detach()
         values = {
-            "loss": loss.detach(),
+            "loss": loss_M.detach(),
             "recon": parts["recon"].detach(),
             "penalty": parts["penalty"].detach(),
-            "l0": active_BF.sum(dim=-1).float().mean(),
-            "sse": (x_n_BD - parts["x_hat"].detach()).pow(2).sum(),
-            "sst": (x_n_BD - x_n_BD.mean(dim=0)).pow(2).sum(),
+            "sse": parts["sq"].detach().sum(dim=-1),
+            "sst": sst_M,
         }
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0) + v.float()
-        fired_F = active_BF.any(dim=0)
-        self.fired_F = fired_F if self.fired_F is None else self.fired_F | fired_F
+            self.sums[k] = self.sums[k] + v.float() if k in self.sums else v.float()
+        fires_MF = torch.count_nonzero(z_MBF, dim=-2)
+        self.fires_MF = fires_MF if self.fires_MF is None else self.fires_MF + fires_MF
         self.steps += 1
+        self.rows += z_MBF.shape[-2]
 
-    def flush(self, bounds: list[tuple[int, int]], world: World) -> dict[str, float | list[int]]:
-        """Means over the window (and over ranks), then reset."""
+    def flush(self, bounds: list[list[tuple[int, int]]], world: World) -> list[dict[str, float | list[int]]]:
+        """Each member's means over the window (and over ranks), given each member's group bounds; then reset."""
         n = max(self.steps, 1)
-        sums = all_reduce_mean(self.sums, world)
-        out: dict[str, float | list[int]] = {k: float(v) / n for k, v in sums.items() if k not in ("sse", "sst")}
-        sse, sst = float(sums.get("sse", 0.0)), float(sums.get("sst", 0.0))
-        out["explained_variance"] = 1 - sse / sst if sst else float("nan")
-        fired_F = self.fired_F if self.fired_F is not None else torch.zeros(self.n_latents, dtype=torch.bool,
-                                                                               device=self.device)
-        fired_F = all_reduce_any(fired_F, world).cpu()
-        out["live_per_group"] = [int(fired_F[a:b].sum()) for a, b in bounds]
-        out["live"] = int(fired_F.sum())
-        self.steps, self.sums, self.fired_F = 0, {}, None
+        zeros = torch.zeros(self.n_members, device=self.device)
+        fires_MF = self.fires_MF if self.fires_MF is not None else torch.zeros(
+            self.n_members, self.n_latents, dtype=torch.int64, device=self.device)
+        sums = {k: self.sums.get(k, zeros) for k in WINDOW_KEYS}
+        sums["l0"] = fires_MF.sum(dim=-1).double() / max(self.rows, 1)
+        sums = all_reduce_mean(sums, world)
+        keys = list(sums)
+        table = dict(zip(keys, torch.stack([sums[k].double() for k in keys]).cpu().tolist(), strict=True))  # one read
+        fired_MF = all_reduce_any(fires_MF > 0, world).cpu()
+        out = []
+        for m, member_bounds in enumerate(bounds):
+            line: dict[str, float | list[int]] = {k: table[k][m] / n for k in ("loss", "recon", "penalty")}
+            line["l0"] = table["l0"][m]
+            sse, sst = table["sse"][m], table["sst"][m]
+            line["explained_variance"] = 1 - sse / sst if sst else float("nan")
+            line["live_per_group"] = [int(fired_MF[m, a:b].sum()) for a, b in member_bounds]
+            line["live"] = int(fired_MF[m].sum())
+            out.append(line)
+        self.steps, self.rows, self.sums, self.fires_MF = 0, 0, {}, None
         return out
 
 

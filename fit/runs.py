@@ -184,10 +184,15 @@ def check_config(run: RunDir, expected: dict[str, Any]) -> None:
 
 
 def save_weights(sae: SAE, path: Path) -> None:
+    save_state(sae.state_dict(), sae.cfg.name, path)
+
+
+def save_state(state: dict[str, torch.Tensor], name: str, path: Path) -> None:
+    """An SAE's state dict as safetensors (replaced whole, so a kill leaves the old file or the new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"name": sae.cfg.name})
+    save_file(tensors, str(tmp), metadata={"name": name})
     os.replace(tmp, path)
 
 

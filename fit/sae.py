@@ -1,6 +1,8 @@
-"""The SAE module: input normalisation, ReLU encoder, linear decoder with unit-norm rows, per-latent L1 weights.
+"""The SAE module: input normalisation, the architecture's encoder, linear decoder with unit-norm rows.
 
-Baseline and hierarchical SAEs are the same class; only the penalty vector ``w_F`` differs.
+Baseline and hierarchical SAEs are the same class and architecture (:mod:`fit.architectures`); only the penalty
+vector ``w_F`` differs. Training runs SAEs as stacks (:mod:`fit.stack`), whose members' slices are exactly this
+module's tensors; this module is what a finished SAE is loaded, evaluated, browsed and exported as.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from fit import functional as fn
+from fit.architectures import ARCHITECTURES
 from fit.config import SAEConfig
 
 
@@ -26,11 +29,30 @@ class Normalised:
         return y_BD * self.scale + self.shift
 
 
+def normalise(x_BD: torch.Tensor, norm: str, mean_D: torch.Tensor | None = None,
+              std_D: torch.Tensor | None = None) -> Normalised:
+    """``x_BD`` in the input space of normalisation ``norm`` (``mean_D``/``std_D``: the store's, for
+    ``store_stats``, already clamped as the SAE keeps them)."""
+    if norm == "layer_norm":
+        x_n, mu, std = fn.layer_norm(x_BD)
+        return Normalised(x_n, mu, std)
+    if norm == "store_stats":
+        return Normalised((x_BD - mean_D) / std_D, mean_D, std_D)
+    zero = x_BD.new_zeros(())
+    return Normalised(x_BD, zero, zero + 1)
+
+
+def clamped_std(std_D: torch.Tensor) -> torch.Tensor:
+    """The store's standard deviation as ``store_stats`` divides by it (a constant dimension must not divide by 0)."""
+    return std_D.float().clamp_min(1e-6)
+
+
 class SAE(nn.Module):
     def __init__(self, cfg: SAEConfig, d_model: int, *, store_mean: torch.Tensor | None = None,
                  store_std: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.arch = ARCHITECTURES[cfg.variant]
         self.d_model = d_model
         self.n_latents = n = cfg.n_latents(d_model)
         g = torch.Generator().manual_seed(cfg.seed)
@@ -39,12 +61,13 @@ class SAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(n))
         self.W_dec = nn.Parameter(W_dec)  # F x D, unit-norm rows
         self.b_dec = nn.Parameter(torch.zeros(d_model))
-        self.register_buffer("w_F", fn.penalty_weights(n, cfg.l1, cfg.groups, cfg.gamma).float())
+        for name, value in self.arch.buffers(cfg, n).items():
+            self.register_buffer(name, value)
         if cfg.norm == "store_stats":
             if store_mean is None or store_std is None:
                 raise ValueError("norm='store_stats' needs the store's per-dimension mean and std")
             self.register_buffer("norm_mean", store_mean.float().clone())
-            self.register_buffer("norm_std", store_std.float().clamp_min(1e-6).clone())
+            self.register_buffer("norm_std", clamped_std(store_std))
         elif cfg.norm == "none" and store_mean is not None:
             with torch.no_grad():
                 self.b_dec.copy_(store_mean.float())  # start the decoder at the data mean
@@ -54,16 +77,11 @@ class SAE(nn.Module):
         return fn.group_bounds(self.n_latents, self.cfg.groups)
 
     def normalise(self, x_BD: torch.Tensor) -> Normalised:
-        if self.cfg.norm == "layer_norm":
-            x_n, mu, std = fn.layer_norm(x_BD)
-            return Normalised(x_n, mu, std)
-        if self.cfg.norm == "store_stats":
-            return Normalised((x_BD - self.norm_mean) / self.norm_std, self.norm_mean, self.norm_std)
-        zero = x_BD.new_zeros(())
-        return Normalised(x_BD, zero, zero + 1)
+        stats = (self.norm_mean, self.norm_std) if self.cfg.norm == "store_stats" else (None, None)
+        return normalise(x_BD, self.cfg.norm, *stats)
 
     def encode(self, x_n_BD: torch.Tensor) -> torch.Tensor:
-        return fn.encode(x_n_BD, self.W_enc, self.b_enc)
+        return self.arch.encode(x_n_BD, self.W_enc, self.b_enc, dict(self.named_buffers()))
 
     def decode(self, z_BF: torch.Tensor) -> torch.Tensor:
         return fn.decode(z_BF, self.W_dec, self.b_dec)
@@ -72,10 +90,3 @@ class SAE(nn.Module):
         """Reconstruction of raw activations (normalise, encode, decode, de-normalise)."""
         norm = self.normalise(x_BD)
         return norm.inverse(self.decode(self.encode(norm.x_BD)))
-
-    def loss(self, norm: Normalised, l1_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training loss on already-normalised rows (the pass normalises once for all SAEs sharing a norm)."""
-        z_BF = self.encode(norm.x_BD)
-        x_hat_BD = self.decode(z_BF)
-        total, recon, penalty = fn.sae_loss(norm.x_BD, x_hat_BD, z_BF, self.w_F, self.cfg.recon, l1_scale)
-        return total, {"recon": recon, "penalty": penalty, "z": z_BF, "x_hat": x_hat_BD}

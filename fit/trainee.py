@@ -1,7 +1,10 @@
-"""One SAE being trained: the SAE, its constrained optimiser and its loss module, which together own a step.
+"""The SAEs of a pass in training: each SAE (:class:`Trainee`) trains in a slot of a stack (:class:`StackTrainer`)
+of SAEs of its shape, which owns the step.
 
-``update(step, x_BD)`` is one optimiser step on one batch (as dictionary_learning's trainers' ``update`` and
-SAELens's ``_train_step``): loss, backward, the constrained AdamW step that keeps decoder rows at unit norm.
+``StackTrainer.update(step, x_BD)`` is one optimiser step of every member on one batch (as dictionary_learning's
+trainers' ``update`` and SAELens's ``_train_step``, for M SAEs at once): loss, backward, the constrained AdamW step
+that keeps decoder rows at unit norm. Nothing in it reads a value back to the host, so on a GPU the steps queue
+up; metrics are read back at log lines only.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from fit.distributed import World, wrap
 from fit.metrics import StepTimer, WindowStats
 from fit.optim import ConstrainedAdamW
 from fit.runs import RunDir
-from fit.sae import SAE, Normalised
+from fit.sae import SAE
+from fit.stack import SAEStack, SharedNorms
 from fit.tracking import NoTracker, Tracker
 
 
@@ -45,62 +49,109 @@ class Schedule:
         return _ramp(step, self.l1_warmup_steps)
 
 
-SharedNorms = dict[str, Normalised]
-"""One step's batch normalised once per normalisation, shared by the SAEs that use it."""
-
-
 @dataclass
-class Trainee:
-    """One SAE of a pass, with everything that trains and records it."""
+class StackTrainer:
+    """SAEs of one shape trained together: one stacked module, one optimiser, one step for all of them."""
 
-    cfg: SAEConfig
-    run: RunDir
-    sae: SAE
+    stack: SAEStack
     loss_fn: torch.nn.Module
-    """The SAE's loss as a module (wrapped in DistributedDataParallel when training on several processes)."""
+    """The stack (its forward is the members' losses), wrapped in DistributedDataParallel when training on several
+    processes and compiled with ``--compile``."""
     opt: ConstrainedAdamW
     schedule: Schedule
     autocast_bf16: bool
     """bf16 autocast of the forward pass (on CUDA only)."""
     timer: StepTimer
     window: WindowStats
-    tracker: Tracker = field(default_factory=NoTracker)
-    """Where its metric lines also go (set once the pass knows its start step)."""
+    members: list[Trainee] = field(default_factory=list)
+    """The SAE in each slot, in slot order."""
 
     @classmethod
-    def create(cls, sae_cfg: SAEConfig, run: RunDir, cfg: TrainConfig, d_model: int, mean_D: torch.Tensor,
-               std_D: torch.Tensor, world: World, device: torch.device) -> Trainee:
-        sae = SAE(sae_cfg, d_model, store_mean=mean_D, store_std=std_D).to(device)
-        opt = ConstrainedAdamW(sae.parameters(), [sae.W_dec], lr=cfg.lr, betas=cfg.adam_betas,
+    def create(cls, saes: list[SAE], cfg: TrainConfig, world: World, device: torch.device) -> StackTrainer:
+        stack = SAEStack(saes).to(device)
+        opt = ConstrainedAdamW(stack.parameters(), [stack.W_dec], lr=cfg.lr, betas=cfg.adam_betas,
                                weight_decay=cfg.weight_decay)
-        return cls(sae_cfg, run, sae, wrap(sae, world, device), opt, Schedule.of(cfg),
-                   cfg.autocast_bf16 and device.type == "cuda", StepTimer(device), WindowStats(sae.n_latents, device))
+        loss_fn = wrap(stack, world, device)
+        if cfg.compile:
+            loss_fn = torch.compile(loss_fn)
+        return cls(stack, loss_fn, opt, Schedule.of(cfg), cfg.autocast_bf16 and device.type == "cuda",
+                   StepTimer(device), WindowStats(len(stack), stack.n_latents, device))
 
     def update(self, step: int, x_BD: torch.Tensor, norms: SharedNorms) -> None:
-        """One optimiser step on the batch ``x_BD``; its metrics accumulate in ``window`` until the next log line."""
+        """One optimiser step of every member on the batch ``x_BD``; metrics accumulate in ``window`` on the device
+        until the next log line."""
         self.timer.start()
-        x_n = self._normalised(x_BD, norms)
+        x_n = self.stack.inputs(x_BD, norms)
         for group in self.opt.param_groups:
             group["lr"] = self.schedule.lr_at(step)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            loss, parts = self.loss_fn(x_n.x_BD, self.schedule.l1_scale_at(step))
+            loss_M, parts = self.loss_fn(x_n, self.schedule.l1_scale_at(step))
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_M.sum().backward()  # the members' losses share no parameter, so each gets its own gradient
         self.opt.step()
         self.timer.stop()
-        self.window.add(loss, parts, x_n.x_BD)
+        sst_M = (x_n - x_n.mean(dim=-2, keepdim=True)).pow(2).sum(dim=(-2, -1)).expand(len(self.stack))
+        self.window.add(loss_M, parts, sst_M)
 
-    def _normalised(self, x_BD: torch.Tensor, norms: SharedNorms) -> Normalised:
-        if self.cfg.norm not in norms:
-            norms[self.cfg.norm] = self.sae.normalise(x_BD)
-        return norms[self.cfg.norm]
+    def metrics(self, step: int, world: World) -> list[dict]:
+        """Each member's part of the metrics.jsonl line written after step ``step`` (0-based), then a fresh
+        window."""
+        sched = {"lr": self.schedule.lr_at(step), "l1_scale": self.schedule.l1_scale_at(step)}
+        bounds = [t.group_bounds for t in self.members]
+        return [{**sched, **window} for window in self.window.flush(bounds, world)]
 
-    def metrics(self, step: int, world: World) -> dict:
-        """Its part of the metrics.jsonl line written after step ``step`` (0-based), then a fresh window."""
-        return {"lr": self.schedule.lr_at(step), "l1_scale": self.schedule.l1_scale_at(step),
-                **self.window.flush(self.sae.group_bounds, world)}
+    def optimizer_state(self, m: int) -> dict:
+        """Member ``m``'s optimiser state, as the optimiser of that SAE alone would hold it."""
+        full = self.opt.state_dict()
+        state = {i: {k: (v[m].clone() if torch.is_tensor(v) and v.dim() else v) for k, v in s.items()}
+                 for i, s in full["state"].items()}
+        return {"state": state, "param_groups": full["param_groups"]}
+
+    def load(self, weights: list[dict[str, torch.Tensor]], optimizer_states: list[dict]) -> None:
+        """Every member's state at one step (slot order), as :meth:`SAEStack.member_state` and
+        :meth:`optimizer_state` gave them."""
+        for m, state in enumerate(weights):
+            self.stack.load_member(m, state)
+        first = optimizer_states[0]
+        state = {i: {k: (torch.stack([o["state"][i][k] for o in optimizer_states]) if torch.is_tensor(v) and v.dim()
+                         else v) for k, v in s.items()}
+                 for i, s in first["state"].items()}
+        self.opt.load_state_dict({"state": state, "param_groups": first["param_groups"]})
+
+
+@dataclass
+class Trainee:
+    """One SAE of a pass: its configuration and run directory, and the stack slot it trains in."""
+
+    cfg: SAEConfig
+    run: RunDir
+    stack: StackTrainer
+    slot: int
+    group_bounds: list[tuple[int, int]]
+    seconds_before: float = 0.0
+    """Compute seconds of the runs before this one (from the checkpoint it resumed from)."""
+    tracker: Tracker = field(default_factory=NoTracker)
+    """Where its metric lines also go (set once the pass knows its start step)."""
+
+    def seconds(self) -> float:
+        """Its compute time: an equal share of its stack's (the members compute together), plus earlier runs'."""
+        return self.seconds_before + self.stack.timer.collect() / len(self.stack.members)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return self.stack.stack.member_state(self.slot)
+
+    def optimizer_state(self) -> dict:
+        return self.stack.optimizer_state(self.slot)
+
+    def sae(self) -> SAE:
+        return self.stack.stack.member_sae(self.slot)
 
     def log(self, record: dict) -> None:
         """Append one metric line to metrics.jsonl and send it to the tracker."""
         self.run.append_metrics(record)
         self.tracker.log(record)
+
+
+def stacks_of(trainees: list[Trainee]) -> list[StackTrainer]:
+    """The stacks the trainees train in, each once, in the order of their first trainee."""
+    return list({id(t.stack): t.stack for t in trainees}.values())

@@ -1,10 +1,13 @@
 """One pass over a store that trains several SAEs on the same batches: the orchestration.
 
-The batches are read (or gathered in memory) once per step and every SAE of the pass takes its own optimiser
-step on them (:meth:`fit.trainee.Trainee.update`), so M SAEs cost one read of the store. Checkpoints
-(:mod:`fit.checkpoint`) hold every SAE's state at one step, so a killed pass resumes all its SAEs where they were
-and finishes with the same weights as an uninterrupted pass (on CPU, fixed seeds). Metric lines go to each SAE's
-metrics.jsonl and, with ``track``, to an experiment tracker (:mod:`fit.tracking`).
+The batches are read (or gathered in memory) once per step and every SAE of the pass takes its optimiser step on
+them, the SAEs of one shape together as one batched computation (:class:`fit.trainee.StackTrainer`), so M SAEs
+cost one read of the store and, per shape, one set of batched matmuls. Nothing is read back from the device
+between log lines: a batch holding NaN or Inf is noticed on the device and reported before the next log line or
+checkpoint is written. Checkpoints (:mod:`fit.checkpoint`) hold every SAE's state at one step, so a killed pass
+resumes all its SAEs where they were and finishes with the same weights as an uninterrupted pass (on CPU, fixed
+seeds). Metric lines go to each SAE's metrics.jsonl and, with ``track``, to an experiment tracker
+(:mod:`fit.tracking`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from fit.errors import FitError
 from fit.export import export_saelens, saelens_metadata
 from fit.metrics import Throughput, status_line
 from fit.runs import RunDir, check_config, save_weights, write_json_atomic
+from fit.sae import SAE
+from fit.stack import SharedNorms
 from fit.tracking import open_tracker
-from fit.trainee import SharedNorms, Trainee
+from fit.trainee import StackTrainer, Trainee, stacks_of
 from store.batches import BatchOrder
 from store.device import resolve_device
 from store.errors import StoreLockedError
@@ -199,28 +204,37 @@ def _sort_runs(cfg: TrainConfig, saes: list[SAEConfig], store: ActivationStore,
 
 def _trainees(cfg: TrainConfig, store: ActivationStore, todo: list[tuple[SAEConfig, RunDir, dict]],
               world: World, device: torch.device) -> list[Trainee]:
-    """A fresh trainee per SAE; rank 0 writes each run's config.json the first time."""
+    """A fresh trainee per SAE (in the order asked for), in stacks of SAEs of one shape; rank 0 writes each run's
+    config.json the first time."""
     moments = store.moments()
     mean_D = torch.from_numpy(moments.mean)
     std_D = torch.from_numpy(moments.var).sqrt()
-    trainees = []
+    stacks: dict[object, list[tuple[SAEConfig, RunDir, SAE]]] = {}
     for sae_cfg, run, expected in todo:
-        t = Trainee.create(sae_cfg, run, cfg, store.d_model, mean_D, std_D, world, device)
-        trainees.append(t)
+        sae = SAE(sae_cfg, store.d_model, store_mean=mean_D, store_std=std_D)
         if world.is_main and not run.is_run:
             write_json_atomic(run.config_path, {
-                **expected, "store_url": _absolute(cfg.store), "n_latents": t.sae.n_latents,
-                "group_bounds": t.sae.group_bounds,
+                **expected, "store_url": _absolute(cfg.store), "n_latents": sae.n_latents,
+                "group_bounds": sae.group_bounds,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             })
-    return trainees
+        key = (sae.n_latents, sae.arch.name) if cfg.stack else sae_cfg.name
+        stacks.setdefault(key, []).append((sae_cfg, run, sae))
+    trainees = {}
+    for members in stacks.values():
+        stack = StackTrainer.create([sae for _, _, sae in members], cfg, world, device)
+        stack.members = [Trainee(c, run, stack, m, sae.group_bounds) for m, (c, run, sae) in enumerate(members)]
+        trainees.update({t.cfg.name: t for t in stack.members})
+    return [trainees[sae_cfg.name] for sae_cfg, _, _ in todo]
 
 
 def _log_start(cfg: TrainConfig, store: ActivationStore, plan: Plan, batches: TrainingBatches,
                trainees: list[Trainee], start: int, world: World) -> None:
+    sizes = [len(s.members) for s in stacks_of(trainees)]
     log.info(
-        "training %d SAE(s) on %s (%s) for %d steps of %d rows (%s data, rows %d..%d; %d held out)%s%s",
-        len(trainees), cfg.store, store.describe(), plan.n_steps, cfg.batch_size, batches.mode, *plan.split.train,
+        "training %d SAE(s) in %d stack(s) of %s on %s (%s) for %d steps of %d rows (%s data, rows %d..%d; %d held "
+        "out)%s%s", len(trainees), len(sizes), " + ".join(map(str, sizes)), cfg.store, store.describe(), plan.n_steps,
+        cfg.batch_size, batches.mode, *plan.split.train,
         plan.split.n_heldout, f", resuming at step {start}" if start else "",
         f", rank {world.rank} of {world.size}" if world.distributed else "",
     )
@@ -236,41 +250,73 @@ def _tracking(cfg: TrainConfig, trainees: list[Trainee], start: int, world: Worl
         yield
 
 
+class FirstBadBatch:
+    """The first step whose batch holds NaN or Inf, tracked on the device (no host synchronisation per step) and
+    read back only before the pass writes anything: a log line or a checkpoint."""
+
+    NONE = 2**62
+
+    def __init__(self, device: torch.device) -> None:
+        self.step_t = torch.full((), self.NONE, dtype=torch.int64, device=device)
+
+    def see(self, step: int, x_BD: torch.Tensor) -> None:
+        bad = ~torch.isfinite(x_BD).all()
+        self.step_t = torch.where(bad, self.step_t.clamp(max=step), self.step_t)
+
+    def check(self, world: World) -> None:
+        """Stop the pass (every rank alike) if any rank has seen a bad batch so far."""
+        step = world.earliest(self.step_t)
+        if step != self.NONE:
+            raise FitError(
+                f"batch {step} holds NaN or Inf activations: the store is damaged (run `pipeline store verify`); "
+                "checkpoints written before that batch are kept"
+            )
+
+
 def _train(cfg: TrainConfig, trainees: list[Trainee], batches: TrainingBatches, n_steps: int,
            device: torch.device, pass_path: Path, world: World, on_step: StepCallback | None) -> None:
+    stacks = stacks_of(trainees)
     throughput = Throughput(cfg.batch_size)
+    bad = FirstBadBatch(device)
     for step, x_BD in batches:
         throughput.tick(step)
-        _refuse_non_finite(step, x_BD, world, device)
+        bad.see(step, x_BD)
         norms: SharedNorms = {}
-        for t in trainees:
-            t.update(step, x_BD, norms)
+        for stack in stacks:
+            stack.update(step, x_BD, norms)
         done = step + 1
         if done % cfg.log_every == 0 or done == n_steps:
-            status = _log_metrics(cfg, trainees, step, throughput.rate(done), world)
+            bad.check(world)
+            status = _log_metrics(cfg, trainees, step, throughput, world)
             if on_step is not None:
                 on_step(done, n_steps, status[0] + (f" (+{len(status) - 1} more)" if len(status) > 1 else ""))
         elif on_step is not None:
             on_step(done, n_steps, "")
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < n_steps and world.is_main:
-            checkpoint.save_checkpoint(trainees, done, pass_path)
+        if _checkpoint_due(cfg, done, n_steps, len(trainees)):
+            bad.check(world)  # no checkpoint holds a step taken on a bad batch
+            if world.is_main:
+                checkpoint.save_checkpoint(trainees, done, pass_path)
 
 
-def _refuse_non_finite(step: int, x_BD: torch.Tensor, world: World, device: torch.device) -> None:
-    if world.any(not bool(torch.isfinite(x_BD).all()), device):
-        raise FitError(
-            f"batch {step} holds NaN or Inf activations: the store is damaged (run `pipeline store verify`); "
-            "checkpoints written so far are kept"
-        )
+def _checkpoint_due(cfg: TrainConfig, done: int, n_steps: int, n_saes: int) -> bool:
+    if done == n_steps:
+        # Several SAEs' results are written one after another: a pass killed in between finishes the rest from
+        # this checkpoint instead of training them again in a stack of other members (not bit for bit the same).
+        return n_saes > 1
+    return cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0
 
 
-def _log_metrics(cfg: TrainConfig, trainees: list[Trainee], step: int, rate: float, world: World) -> list[str]:
+def _log_metrics(cfg: TrainConfig, trainees: list[Trainee], step: int, throughput: Throughput,
+                 world: World) -> list[str]:
     """Every SAE's metric line after step ``step`` (0-based), written by rank 0; returns their status lines."""
     done = step + 1
+    stacks = stacks_of(trainees)
+    metrics = {t.cfg.name: m for s in stacks for t, m in zip(s.members, s.metrics(step, world), strict=True)}
+    rate = throughput.rate(done)  # after the metrics' read-back, which waited for the device's queued steps
     status = []
     for t in trainees:
-        record = {"step": done, "tokens": done * cfg.batch_size, **t.metrics(step, world),
-                  "tokens_per_second": rate, "sae_seconds": t.timer.collect()}
+        record = {"step": done, "tokens": done * cfg.batch_size, **metrics[t.cfg.name], "tokens_per_second": rate,
+                  "sae_seconds": t.seconds()}
         if world.is_main:
             t.log(record)
         status.append(status_line(t.cfg.name, record))
@@ -278,15 +324,18 @@ def _log_metrics(cfg: TrainConfig, trainees: list[Trainee], step: int, rate: flo
 
 
 def _finish(t: Trainee, cfg: TrainConfig, store: ActivationStore, n_steps: int, wall: float) -> FitResult:
-    save_weights(t.sae, t.run.weights_path)
-    export_saelens(t.sae, t.run.export_dir, saelens_metadata(t.sae, store.meta))
+    sae = t.sae()
+    save_weights(sae, t.run.weights_path)
+    export_saelens(sae, t.run.export_dir, saelens_metadata(sae, store.meta))
     metrics = t.run.read_metrics()
     final = metrics[-1] if metrics else {}
     summary = {
         "name": t.cfg.name,
         "steps": n_steps,
         "tokens": n_steps * cfg.batch_size,
-        "sae_seconds": t.timer.collect(),
+        "sae_seconds": t.seconds(),
+        # Members of a stack compute together, so each one's seconds are an equal share, not its own cost.
+        "stack_size": len(t.stack.members),
         "pass_wall_seconds_this_run": wall,
         "final": final,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -62,13 +62,15 @@ print(json.dumps(status))
 """
 
 
-def forked_fits(jobs: list[tuple[str, dict, list]]) -> dict[str, int]:
+def forked_fits(jobs: list[tuple[str, dict, list]], stderr: list[str] | None = None) -> dict[str, int]:
     """Run each job's (label, env, pipeline arguments) in its own process, in order; their exit codes (-9 for
-    SIGKILL)."""
+    SIGKILL). Their stderr, all together, is appended to ``stderr`` if given."""
     payload = json.dumps([(label, env, list(map(str, argv))) for label, env, argv in jobs])
     done = subprocess.run([sys.executable, "-c", FORKER], input=payload, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
+    if stderr is not None:
+        stderr.append(done.stderr)
     return json.loads(done.stdout.splitlines()[-1])
 
 
@@ -106,6 +108,43 @@ def test_a_fit_killed_at_each_step_of_a_checkpoint_resumes_to_the_uninterrupted_
             steps = [json.loads(line)["step"] for line in (out / name / "metrics.jsonl").read_text().splitlines()]
             assert steps == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY)), (point, name)  # no gap, no duplicate
         assert list((out / "passes").iterdir()) == [], point  # the pass is tidied away
+
+
+def test_compiled_steps_resume_exactly_and_stop_at_a_nan_batch(store, tmp_path):
+    """--compile changes how a step computes, not what the pass does around it: a compiled pass killed at a
+    checkpoint resumes bit for bit, agrees with the eager pass to float32 rounding, and names a NaN batch without
+    checkpointing past it."""
+    from fit.config import TrainConfig
+    from fit.distributed import World
+    from fit.trainer import _plan
+    from store.reader import open_store
+
+    j = 6
+    order = _plan(TrainConfig(store=store, out=str(tmp_path), batch_size=64, shuffle_rows=1024),
+                  open_store(store), World()).order
+    acts = synthetic_rows(4000, 16)
+    acts[int(order.batch_rows(j)[0]), 2] = float("nan")
+    bad = str(tmp_path / "nan.zarr")
+    write_store(bad, make_meta(n_rows=4000, d=16, chunk_rows=512), acts)
+    args = [*fit_args(store, SIX[:4]), "--compile", "--l1-warmup", 5]  # a penalty scale that changes every step
+    eager = [a for a in args if a != "--compile"]
+    err: list[str] = []
+    codes = forked_fits([
+        ("killed", {KILL_ENV: "checkpoint:committed@2"}, [*args, "--out", tmp_path / "resumed"]),
+        ("resumed", {}, [*args, "--out", tmp_path / "resumed"]),
+        ("clean", {}, [*args, "--out", tmp_path / "clean"]),
+        ("eager", {}, [*eager, "--out", tmp_path / "eager"]),
+        ("nan", {}, [*fit_args(bad, SIX[:4]), "--compile", "--out", tmp_path / "nan"]),
+    ], err)
+    assert codes == {"killed": -signal.SIGKILL, "resumed": 0, "clean": 0, "eager": 0, "nan": 2}, err
+    for name in ("baseline-l0.04-s0", "hier-K5-g1.5-l0.04-s0"):
+        resumed, clean, eager_w = (weights(tmp_path / out / name) for out in ("resumed", "clean", "eager"))
+        assert all(torch.equal(resumed[k], clean[k]) for k in clean), name
+        for k in clean:
+            torch.testing.assert_close(clean[k], eager_w[k], msg=f"{name} {k}")
+    assert f"batch {j} holds NaN or Inf activations" in err[0]
+    [pass_file] = (tmp_path / "nan" / "passes").glob("*.json")
+    assert json.loads(pass_file.read_text())["step"] == 4  # the checkpoint at 8 would have held batch 6
 
 
 def test_a_pass_of_other_saes_is_still_refused(store, tmp_path, capsys):

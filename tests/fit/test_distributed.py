@@ -1,6 +1,7 @@
 """Data-parallel fit under torchrun: 2 CPU processes on the gloo backend against one process."""
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -55,7 +56,6 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_a_killed_two_process_fit_resumes_to_the_same_weights(tmp_path):
-    import json
     import signal
     import time
 
@@ -98,3 +98,35 @@ def test_a_killed_two_process_fit_resumes_to_the_same_weights(tmp_path):
     steps = [json.loads(line)["step"] for line in
              (tmp_path / "ddp" / "hier-K5-g1.5-l0.04-s0" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(10, 401, 10))
+
+
+def test_a_nan_batch_that_one_rank_reads_stops_both_ranks_naming_it(tmp_path):
+    from fit.config import TrainConfig
+    from fit.distributed import World
+    from fit.trainer import _plan
+    from store.reader import open_store
+
+    meta, j = make_meta(n_rows=16000, d=32, chunk_rows=1024), 9
+    clean = str(tmp_path / "clean.zarr")
+    write_store(clean, meta, synthetic_rows(16000, 32))
+    cfg = TrainConfig(store=clean, out=str(tmp_path), batch_size=256, shuffle_rows=2048, streams=2)
+    order = _plan(cfg, open_store(clean), World()).order
+    acts = synthetic_rows(16000, 32)
+    acts[int(order.batch_rows(j, [1])[5]), 0] = float("inf")  # in rank 1's half of batch j only
+    bad = str(tmp_path / "inf.zarr")
+    write_store(bad, meta, acts)
+    out = tmp_path / "ddp"
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "pipeline",
+         "fit", "--store", bad, "--variant", "baseline", "--variant", "hier", "--batch-size", "256", "--tokens",
+         str(256 * 20), "--log-every", "5", "--checkpoint-every", "4", "--shuffle-rows", "2048", "--device", "cpu",
+         "--out", str(out)],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert ddp.returncode != 0
+    errors = [line for line in ddp.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, ddp.stderr[-3000:]  # one line from each rank, rank 0 told by rank 1
+    assert all(f"batch {j} holds NaN or Inf activations" in e for e in errors), errors
+    [pass_file] = (out / "passes").glob("*.json")
+    assert json.loads(pass_file.read_text())["step"] == 8  # the checkpoint at 12 would have held batch 9

@@ -32,7 +32,8 @@ def test_loss_matches_float64_reference():
     w = fn.penalty_weights(6, 0.04, 2, 1.5).double()
     z = fn.encode(x, W_enc, b_enc)
     x_hat = fn.decode(z, W_dec, b_dec)
-    total, recon, pen = fn.sae_loss(x, x_hat, z, w, "mse", l1_scale=0.5)
+    recon = fn.reconstruction_loss(fn.squared_error(x, x_hat), "mse")
+    pen = fn.relu_penalty(z, w)
     # longhand
     xn, Wn, bn, Wd, bd = x.numpy(), W_enc.numpy(), b_enc.numpy(), W_dec.numpy(), b_dec.numpy()
     z_ref = np.maximum(xn @ Wn + bn, 0)
@@ -40,8 +41,7 @@ def test_loss_matches_float64_reference():
     recon_ref = np.mean([np.sum((xn[i] - xh_ref[i]) ** 2) for i in range(7)])
     pen_ref = np.mean([sum(w.numpy()[j] * abs(z_ref[i, j]) for j in range(6)) for i in range(7)])
     assert np.isclose(recon.item(), recon_ref, rtol=1e-12) and np.isclose(pen.item(), pen_ref, rtol=1e-12)
-    assert np.isclose(total.item(), recon_ref + 0.5 * pen_ref, rtol=1e-12)
-    l2 = fn.reconstruction_loss(x, x_hat, "l2").item()
+    l2 = fn.reconstruction_loss(fn.squared_error(x, x_hat), "l2").item()
     assert np.isclose(l2, np.mean([np.linalg.norm(xn[i] - xh_ref[i]) for i in range(7)]), rtol=1e-12)
 
 
@@ -54,7 +54,8 @@ def test_float32_loss_is_close_to_float64():
 
     def loss(dt):
         z = fn.encode(x.to(dt), W_enc.to(dt), b_enc.to(dt))
-        return fn.sae_loss(x.to(dt), fn.decode(z, W_dec.to(dt), b_dec.to(dt)), z, w.to(dt))[0].item()
+        sq = fn.squared_error(x.to(dt), fn.decode(z, W_dec.to(dt), b_dec.to(dt)))
+        return (fn.reconstruction_loss(sq) + fn.relu_penalty(z, w.to(dt))).item()
 
     assert np.isclose(loss(torch.float32), loss(torch.float64), rtol=1e-5)
 

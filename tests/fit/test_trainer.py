@@ -13,10 +13,12 @@ from safetensors.torch import load_file
 from synthetic import make_meta, synthetic_rows, write_store
 
 from fit.config import SAEConfig, TrainConfig
+from fit.distributed import World
 from fit.errors import FitError
-from fit.runs import load_sae
-from fit.trainer import fit
+from fit.runs import RunDir, load_sae
+from fit.trainer import _plan, fit
 from store.errors import IncompleteStoreError
+from store.reader import open_store
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +63,26 @@ def test_training_writes_artefacts_and_learns(store, tmp_path):
     assert config["train"]["heldout_rows"][1] == 12000
 
 
-def test_several_saes_in_one_pass_equal_separate_passes(store, tmp_path):
+MIX = [BASE, HIER, SAEConfig(variant="hier", groups=3, gamma=2.0, norm="store_stats", seed=2),
+       SAEConfig(variant="baseline", l1=0.1, norm="none", recon="l2", seed=3),
+       SAEConfig(variant="hier", expansion=2.0, seed=4)]
+"""Four SAEs of one shape (one stack) that differ in every other way, and one twice as wide (a stack of its own)."""
+
+
+def test_stacked_saes_equal_separately_trained_ones(store, tmp_path, caplog):
     cfg = dict(tokens=256 * 20)
-    together = fit(train_cfg(store, tmp_path / "together", **cfg), [BASE, HIER])
-    alone = [fit(train_cfg(store, tmp_path / "alone", **cfg), [s])[0] for s in (BASE, HIER)]
-    for a, b in zip(together, alone, strict=True):
-        assert same_weights(a.run_dir, b.run_dir), a.name
+    with caplog.at_level("INFO", logger="fit.trainer"):
+        stacked = fit(train_cfg(store, tmp_path / "stacked", **cfg), MIX)
+    assert "training 5 SAE(s) in 2 stack(s) of 4 + 1 " in caplog.text
+    looped = fit(train_cfg(store, tmp_path / "looped", stack=False, **cfg), MIX)
+    alone = [fit(train_cfg(store, tmp_path / "alone", **cfg), [s])[0] for s in MIX]
+    for a, b, c in zip(stacked, looped, alone, strict=True):
+        wa, wc = weights(a.run_dir), weights(c.run_dir)
+        assert wa.keys() == wc.keys()
+        for k in wa:
+            torch.testing.assert_close(wa[k], wc[k], msg=f"{a.name} {k}")  # float32 tolerances
+        assert same_weights(b.run_dir, c.run_dir), b.name  # the per-SAE loop is one pass per SAE, bit for bit
+        assert a.final["step"] == 20 and abs(a.final["loss"] - c.final["loss"]) <= 1e-5 * abs(c.final["loss"])
 
 
 def test_memory_and_stream_data_give_the_same_weights(store, tmp_path):
@@ -91,18 +107,36 @@ def test_finished_runs_are_skipped_and_other_configs_refused(store, tmp_path):
         fit(train_cfg(store, tmp_path, tokens=256 * 5, lr=1e-3), [HIER])
 
 
-def test_incomplete_store_and_nan_batches_are_refused(tmp_path):
+def test_an_incomplete_store_is_refused(tmp_path):
     partial = str(tmp_path / "partial.zarr")
     write_store(partial, make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16), stop_row=2000)
     with pytest.raises(IncompleteStoreError, match="incomplete"):
         fit(train_cfg(partial, tmp_path / "a"), [HIER])
 
+
+@pytest.mark.parametrize(("every", "log_every"), [(3, 5), (1, 50)], ids=["seen at a log line", "at a checkpoint"])
+def test_a_nan_batch_is_named_and_no_checkpoint_holds_a_step_after_it(tmp_path, every, log_every):
+    meta, j = make_meta(n_rows=4000, d=16, chunk_rows=512), 13
+    clean = str(tmp_path / "clean.zarr")
+    write_store(clean, meta, synthetic_rows(4000, 16))
+    cfg = dict(batch_size=128, tokens=128 * 25, checkpoint_every=every, log_every=log_every)
+    order = _plan(train_cfg(clean, tmp_path, **cfg), open_store(clean), World()).order
     acts = synthetic_rows(4000, 16)
-    acts[1234, 3] = float("nan")
+    acts[int(order.batch_rows(j)[7]), 3] = float("nan")  # a row of batch j (0-based) alone
     bad = str(tmp_path / "nan.zarr")
-    write_store(bad, make_meta(n_rows=4000, d=16, chunk_rows=512), acts)
-    with pytest.raises(FitError, match=r"NaN or Inf.*store verify"):
-        fit(train_cfg(bad, tmp_path / "b", batch_size=128, checkpoint_every=5), [HIER])
+    write_store(bad, meta, acts)
+    out = tmp_path / "runs"
+    with pytest.raises(FitError, match=rf"^batch {j} holds NaN or Inf activations: .*store verify") as err:
+        fit(train_cfg(bad, out, **cfg), [BASE, HIER])
+    assert "\n" not in str(err.value)
+    # A checkpoint at step s holds batches 0..s-1: none may hold batch j.
+    [pass_file] = (out / "passes").glob("*.json")
+    committed = json.loads(pass_file.read_text())["step"]
+    assert committed == (j if every == 1 else 12)
+    assert [p.name for p in pass_file.with_suffix("").iterdir()] == [f"step-{committed:07d}"]
+    for sae in (BASE, HIER):
+        logged = [line["step"] for line in RunDir(out / sae.name).read_metrics()]
+        assert logged == ([5, 10] if log_every == 5 else [])  # the line at 15 would have held batch j
 
 
 def test_cli_errors_are_one_line(store, tmp_path, capsys):
@@ -155,7 +189,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_weights(tmp_path):
         assert steps == list(range(10, 401, 10))  # the log has no gap and no duplicate either
 
 
-def test_a_pass_that_dies_while_writing_results_resumes_the_rest(store, tmp_path, monkeypatch):
+def test_a_pass_that_dies_while_writing_results_resumes_the_rest(store, tmp_path, monkeypatch, caplog):
     import fit.trainer as trainer
 
     cfg = train_cfg(store, tmp_path / "crash", tokens=256 * 30, checkpoint_every=10)
@@ -169,8 +203,14 @@ def test_a_pass_that_dies_while_writing_results_resumes_the_rest(store, tmp_path
     monkeypatch.setattr(trainer, "_finish", finish_then_die)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, [BASE, HIER])
+    # The last step was checkpointed, so the hier SAE finishes from there rather than training on alone (in a stack
+    # of other members than the uninterrupted pass's, which need not round alike).
+    [pass_file] = (tmp_path / "crash" / "passes").glob("*.json")
+    assert json.loads(pass_file.read_text())["step"] == 30
     monkeypatch.setattr(trainer, "_finish", real_finish)
-    results = fit(cfg, [BASE, HIER])  # the same command again
+    with caplog.at_level("INFO", logger="fit.checkpoint"):
+        results = fit(cfg, [BASE, HIER])  # the same command again
+    assert "resuming 1 SAE(s) from step 30" in caplog.text
     assert [r.name for r in results] == [BASE.name, HIER.name]
     clean = fit(train_cfg(store, tmp_path / "clean", tokens=256 * 30, checkpoint_every=10), [BASE, HIER])
     for a, b in zip(results, clean, strict=True):
