@@ -15,7 +15,7 @@ def looks_local(name: str) -> bool:
         Path(name).expanduser().exists()
         or name.startswith((".", "/", "~"))
         or any(ch in name for ch in "*?[")
-        or Path(name).suffix.lower() in {".json", ".jsonl", ".txt", ".parquet", ".gguf", ".safetensors"}
+        or Path(name).suffix.lower() in {".json", ".jsonl", ".txt", ".parquet", ".gz", ".zst", ".gguf", ".safetensors"}
     )
 
 
