@@ -1,7 +1,8 @@
 """Text in, fixed-length token contexts out.
 
 Documents come from a hub data set streamed with ``datasets`` (``streaming=True``: a 10M-token harvest never
-downloads the whole Pile) or from local json/jsonl/text/parquet files loaded by the same library. They are
+downloads the whole Pile) or from local json/jsonl/text files (plain, .gz or .zst, as the Pile is published) or
+parquet files, streamed by the same library. They are
 tokenised without special tokens and concatenated with EOS between documents; every context is BOS followed
 by the next ``length - 1`` tokens of that stream. So every context is full (no padding) except, when the data
 set runs out, the last one, and a context's rows in the store depend only on its index.
@@ -10,6 +11,7 @@ set runs out, the last one, and a context's rows in the store depend only on its
 from __future__ import annotations
 
 import glob
+import gzip
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 from harvest.config import HarvestConfig
 from harvest.digest import file_digest
@@ -27,6 +30,25 @@ from store.format import DatasetInfo
 log = logging.getLogger(__name__)
 
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".txt": "text", ".parquet": "parquet"}
+"""Local data files by suffix, and the ``datasets`` builder that reads them."""
+COMPRESSIONS = {".gz": gzip.open, ".zst": zstandard.open}
+"""Compression suffixes allowed after a text type (the Pile is published as .jsonl.zst). ``datasets`` undoes them
+itself when it streams data_files (zstd through the zstandard package); the openers here only peek at the first
+byte. Parquet compresses inside the file, so it takes none."""
+DATA_FILE_TYPES = {
+    **LOCAL_BUILDERS,
+    **{kind + comp: builder for kind, builder in LOCAL_BUILDERS.items() if builder != "parquet"
+       for comp in COMPRESSIONS},
+}
+"""Every accepted file type (``.jsonl``, ``.jsonl.zst``, ``.txt.gz``...) and its builder."""
+ACCEPTED_FILES = ".json, .jsonl or .txt (each also as .gz or .zst, like the Pile's .jsonl.zst) or .parquet"
+
+
+def data_file_type(path: str | Path) -> str | None:
+    """A data file's type, the suffix(es) that name it (``.jsonl.zst``), or None for a file we do not read."""
+    name = Path(path).name.lower()
+    # Longest first, so that "x.jsonl.gz" is a .jsonl.gz and never a bare .gz.
+    return next((kind for kind in sorted(DATA_FILE_TYPES, key=len, reverse=True) if name.endswith(kind)), None)
 
 
 @dataclass(frozen=True)
@@ -44,7 +66,7 @@ class DataSource:
     def builder(self) -> str:
         if self.data_files is None:
             return self.name
-        return LOCAL_BUILDERS[Path(self.data_files[0]).suffix.lower()]
+        return DATA_FILE_TYPES[data_file_type(self.data_files[0])]
 
     def info(self) -> DatasetInfo:
         """What the store records of its data: for local files their paths, sizes, times and content digests (a
@@ -66,15 +88,27 @@ class DataSource:
         if not looks_local(cfg.dataset):
             return cls(cfg.dataset, cfg.dataset_config, cfg.split, cfg.text_field)
         files = _local_files(cfg.dataset)
-        suffixes = {Path(f).suffix.lower() for f in files}
-        if len(suffixes) > 1:
-            raise HarvestError(f"--dataset {cfg.dataset} mixes file types {sorted(suffixes)}: use one type")
-        field = "text" if suffixes == {".txt"} else cfg.text_field
+        # One type only: a .jsonl beside the .jsonl.zst it was decompressed from would be read twice.
+        kinds = {data_file_type(f) for f in files}
+        if len(kinds) > 1:
+            raise HarvestError(
+                f"--dataset {cfg.dataset} mixes file types {sorted(kinds)}: use one type (a glob such as "
+                f"'DIR/*{min(kinds)}' picks one)"
+            )
+        field = "text" if DATA_FILE_TYPES[kinds.pop()] == "text" else cfg.text_field
         return cls(cfg.dataset, None, "train", field, tuple(str(Path(f).resolve()) for f in files))
 
-    def texts(self) -> Iterator[str]:
-        """Documents, in a fixed order (the same on every run, which resume relies on)."""
+    def texts(self, shard: int = 0, num_shards: int = 1) -> Iterator[str]:
+        """Documents, in a fixed order (the same on every run, which resume relies on).
+
+        With ``num_shards > 1``, shard ``shard``'s share only, as ``datasets``' ``split_dataset_by_node`` deals
+        them: whole files round-robin when the number of files divides by ``num_shards`` (a shard then never
+        reads the others' files), else every ``num_shards``-th document from the ``shard``-th (the others' text is
+        read and skipped, never tokenised). Either way a shard reaches its documents without going through the
+        others' contexts, so its cost does not grow with its index.
+        """
         import datasets
+        from datasets.distributed import split_dataset_by_node
 
         if self.data_files is None and not hub_reachable():
             raise HarvestError(
@@ -93,12 +127,16 @@ class DataSource:
             )
         except datasets.exceptions.DatasetNotFoundError as exc:
             raise HarvestError(f"no data set '{self.name}' on the Hugging Face Hub (or it is gated): {exc}") from exc
-        except (ValueError, FileNotFoundError) as exc:
+        # The json builder decompresses the first file's start to learn its columns: a truncated .gz or damaged .zst
+        # fails here already (EOFError, ZstdError).
+        except (ValueError, FileNotFoundError, EOFError, zstandard.ZstdError) as exc:
             raise HarvestError(f"cannot load data set '{self.name}' split '{self.split}': {exc}") from exc
         except ConnectionError as exc:
             raise HarvestError(
                 f"cannot reach the Hugging Face Hub to stream '{self.name}' ({exc}): pass a local file with --dataset"
             ) from exc
+        if num_shards > 1:
+            ds = split_dataset_by_node(ds, rank=shard, world_size=num_shards)
         for i, example in enumerate(self._examples(ds)):
             if self.text_field not in example:
                 raise HarvestError(
@@ -132,8 +170,9 @@ class DataSource:
                     ".txt/.jsonl files or parquet"
                 ) from None
             # pyarrow's parse errors are ValueErrors; a stop inside the library's generators surfaces as a
-            # RuntimeError; a read failing half-way (a network stream, a file that vanished) is an OSError.
-            except (ValueError, RuntimeError, OSError) as exc:
+            # RuntimeError; a read failing half-way (a network stream, a file that vanished) is an OSError; a
+            # truncated .gz ends in EOFError and damaged .zst bytes in ZstdError.
+            except (ValueError, RuntimeError, OSError, EOFError, zstandard.ZstdError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise HarvestError(
                     f"cannot read data set '{where}' as {self.builder}: {first}: check that the files are valid "
@@ -145,23 +184,57 @@ class DataSource:
 def _local_files(spec: str) -> list[str]:
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in LOCAL_BUILDERS and p.is_file())
+        files = sorted(str(p) for p in path.rglob("*") if data_file_type(p) and p.is_file())
     elif path.is_file():
         files = [str(path)]
     else:
         files = sorted(glob.glob(str(path), recursive=True))
     if not files:
-        raise HarvestError(f"no data files at '{spec}': give a .jsonl/.json/.txt/.parquet file, a folder or a glob")
-    unknown = [f for f in files if Path(f).suffix.lower() not in LOCAL_BUILDERS]
+        raise HarvestError(f"no data files at '{spec}': give {ACCEPTED_FILES} files, a file, a folder or a glob")
+    unknown = [f for f in files if not data_file_type(f)]
     if unknown:
-        raise HarvestError(f"cannot read '{unknown[0]}': data files must be .json, .jsonl, .txt or .parquet")
+        raise HarvestError(f"cannot read '{unknown[0]}': data files must be {ACCEPTED_FILES}")
     # An empty file holds no text, and the json builder fails on one with an opaque StopIteration.
-    empty = [f for f in files if Path(f).stat().st_size == 0]
+    empty = [f for f in files if _is_empty(f)]
     if len(empty) == len(files):
         raise HarvestError(f"data set '{spec}' holds no text: its file(s) are empty; pass files with text")
     for f in empty:
         log.warning("skipping the empty data file %s", f)
     return [f for f in files if f not in empty]
+
+
+def _is_empty(path: str) -> bool:
+    """Whether a data file holds no bytes, decompressed (a compressed empty file is not 0 bytes long). A file whose
+    first bytes do not decompress is refused here, before a harvest starts."""
+    p = Path(path)
+    if p.stat().st_size == 0:
+        return True
+    opener = COMPRESSIONS.get(p.suffix.lower())
+    if opener is None:
+        return False
+    try:
+        with opener(p, "rb") as f:
+            if f.read(1):
+                return False
+    except (OSError, EOFError, zstandard.ZstdError) as exc:
+        raise HarvestError(
+            f"cannot decompress '{path}' as {p.suffix.lower()} ({exc}): the file is damaged or not "
+            f"{p.suffix.lower()}-compressed; fetch it again"
+        ) from None
+    if opener is zstandard.open and not _zstd_frame_ends(p):
+        raise HarvestError(f"cannot decompress '{path}': its zstd data is cut short (a partial download?); fetch it "
+                           "again")
+    return True
+
+
+def _zstd_frame_ends(path: Path) -> bool:
+    """Whether the file's first zstd frame is complete. zstd reads a frame cut short as no bytes and no error, so
+    a truncated file would pass for an empty one; this one gave no bytes, so it is at most a block long."""
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    with path.open("rb") as f:
+        while not frame.eof and (block := f.read(2**20)):
+            frame.decompress(block)
+    return frame.eof
 
 
 @dataclass(frozen=True)

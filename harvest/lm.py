@@ -1,11 +1,12 @@
-"""The LM side of every stage: loading a causal LM (and checking it is a store's), capturing one decoder layer's
-output without computing the layers after it, and running it with that output replaced (splicing)."""
+"""The LM side of every stage: loading a causal LM (and checking it is a store's), capturing decoder layers'
+outputs without computing the layers after the deepest, and running it with one layer's output replaced
+(splicing)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,39 +143,67 @@ class _StopForward(Exception):  # noqa: N818 (control flow, not an error)
 
 
 class LayerCapture:
-    """Runs a model up to and including decoder layer ``layer`` and returns that layer's output.
+    """Runs a model up to and including decoder layer ``max(layers)`` and returns the outputs of ``layers``.
 
     The output of decoder layer L is the residual stream after it, which is ``hidden_states[L + 1]`` of the
     full model for every layer but the last (HF applies the final norm to the last entry of hidden_states).
-    A forward hook records it and raises, so the layers after L, the final norm and the LM head never run.
+    A forward hook on each captured layer records its output; the deepest one's hook raises, so the layers after
+    it, the final norm and the LM head never run: several layers cost one pass to the deepest.
     """
 
-    def __init__(self, model: nn.Module, layer: int) -> None:
-        layers, path = decoder_layers(model)
+    def __init__(self, model: nn.Module, layers: int | Sequence[int]) -> None:
+        modules, path = decoder_layers(model)
         self.model = model
-        self.layer = layer
-        self.hook_point = f"{path}.{layer}"
-        self._module = layers[layer]
-        self._captured: torch.Tensor | None = None
+        self.layers = tuple(sorted({layers} if isinstance(layers, int) else set(layers)))
+        """The captured layers, shallowest first."""
+        self.hook_points = {layer: f"{path}.{layer}" for layer in self.layers}
+        self._modules = {layer: modules[layer] for layer in self.layers}
+        self._captured: dict[int, torch.Tensor] = {}
 
-    def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
-        self._captured = output[0] if isinstance(output, tuple) else output
-        raise _StopForward
+    @property
+    def hook_point(self) -> str:
+        """The captured module's name, e.g. ``model.layers.19`` (a capture of one layer)."""
+        return self.hook_points[self._only()]
+
+    def _only(self) -> int:
+        if len(self.layers) != 1:
+            raise ValueError(f"this capture holds layers {list(self.layers)}, not one")
+        return self.layers[0]
+
+    def _hook(self, layer: int) -> Callable:
+        deepest = layer == self.layers[-1]
+
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            # A shallower layer's output flows on into the next layer; a copy stays as it was even if one of them
+            # works in place (cheap: one activation tensor, against the layers' own work).
+            self._captured[layer] = out if deepest else out.clone()
+            if deepest:
+                raise _StopForward
+
+        return hook
 
     @torch.inference_mode()
-    def __call__(self, ids_CT: torch.Tensor) -> torch.Tensor:
-        """Layer output for a batch of contexts, shape (C, T, D), in the model's dtype."""
-        handle = self._module.register_forward_hook(self._hook)
+    def outputs(self, ids_CT: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Each captured layer's output for a batch of contexts, shape (C, T, D), in the model's dtype."""
+        handles = [module.register_forward_hook(self._hook(layer)) for layer, module in self._modules.items()]
         try:
             self.model(input_ids=ids_CT, use_cache=False)
         except _StopForward:
             pass
         finally:
-            handle.remove()
-        if self._captured is None:
-            raise HarvestError(f"the model never reached {self.hook_point}")
-        out, self._captured = self._captured, None
+            for handle in handles:
+                handle.remove()
+        out, self._captured = self._captured, {}
+        missing = [self.hook_points[layer] for layer in self.layers if layer not in out]
+        if missing:
+            raise HarvestError(f"the model never reached {', '.join(missing)}")
         return out
+
+    def __call__(self, ids_CT: torch.Tensor) -> torch.Tensor:
+        """The one captured layer's output for a batch of contexts, shape (C, T, D), in the model's dtype."""
+        layer = self._only()
+        return self.outputs(ids_CT)[layer]
 
 
 Replacement = Callable[[torch.Tensor], torch.Tensor]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +32,11 @@ from store import dtypes
 from store.background import Background
 from store.device import resolve_device
 from store.finalize import finalize
-from store.format import ContextInfo, StoreMeta, ceil_div, default_chunk_rows
+from store.format import ContextInfo, StoreMeta, ceil_div
+from store.layout import harvest_chunk_rows
 from store.location import StoreLocation
 from store.sink import ChunkSink
+from store.stats import moments_of_pieces
 from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -43,16 +46,34 @@ ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class HarvestResult:
+class StoreResult:
+    """What one layer's store got from a harvest."""
+
+    layer: int
     store: str
     rows_written: int
-    """Rows this run wrote (fewer than the store holds when it resumed)."""
+    """Rows this run wrote to this store (fewer than it holds when it resumed; 0 when it was already written)."""
     resumed_at_row: int
     complete: bool
+
+
+@dataclass(frozen=True)
+class HarvestResult:
+    store: str
+    """``--store`` as given (with ``{layer}`` when several layers were harvested: ``stores`` names each)."""
+    rows_written: int
+    """Rows (token positions) this run's forward passes produced: each store got these or, when it had been
+    further along, fewer (``stores``)."""
+    resumed_at_row: int
+    """The earliest resume point of the stores this run wrote to."""
+    complete: bool
+    """Whether every store is complete."""
     seconds: float
     """Wall-clock time of the whole call, model loading included."""
     loop_seconds: float = 0.0
     """Time from the first forward pass until every row was written: what tokens/s is measured over."""
+    stores: tuple[StoreResult, ...] = ()
+    """One per layer, shallowest first."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -65,25 +86,29 @@ def default_batch_size(device: torch.device) -> int:
 
 def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute_dtype: torch.dtype,
                batch_size: int) -> StoreMeta:
+    """The attributes of the store of ``cfg``, a single-layer harvest (``HarvestConfig.for_layer``)."""
+    (layer,) = cfg.layers
     # A local model is named by its absolute path, so that `./m` and `/abs/m` are one model on resume, and known
     # by its content, so that another model put at the same path is not.
     name = local_name(cfg.model)
     info = model_info(model, name, model_weights_digest(cfg.model))
     from importlib.metadata import version
 
+    context = ContextInfo(length=cfg.context_length, include_bos=cfg.include_bos)
+
     return StoreMeta(
         model=info,
         tokenizer=tokenizer_info(tokenizer, name),
         dataset=source.info(),
-        context=ContextInfo(length=cfg.context_length, include_bos=cfg.include_bos),
-        layer=cfg.layer,
-        hook_point=LayerCapture(model, cfg.layer).hook_point,
+        context=context,
+        layer=layer,
+        hook_point=LayerCapture(model, layer).hook_point,
         d_model=info.d_model,
         dtype=cfg.store_dtype,
         compute_dtype=str(compute_dtype).removeprefix("torch."),
         n_rows=cfg.tokens,
         tokens_requested=cfg.tokens,
-        chunk_rows=cfg.chunk_rows or default_chunk_rows(info.d_model),
+        chunk_rows=harvest_chunk_rows(cfg.chunk_rows, info.d_model, context, cfg.num_shards),
         num_shards=cfg.num_shards,
         # Per-process settings (shard index, credentials) stay out: every shard must write the same attributes.
         harvest_config={**{k: v for k, v in vars(cfg).items() if k not in {"storage_options", "shard"}},
@@ -94,51 +119,87 @@ def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute
 
 
 def harvest(cfg: HarvestConfig, on_progress: ProgressCallback | None = None) -> HarvestResult:
-    """Run (or resume) a harvest; returns when this shard is written and, if it was the last, finalized."""
+    """Run (or resume) a harvest; returns when this shard of every layer's store is written and, where it was the
+    last, the store finalized."""
     started = time.monotonic()
-    location = StoreLocation(cfg.store, cfg.storage_options)
+    locations = {layer: StoreLocation(cfg.store_of(layer), cfg.storage_options) for layer in cfg.layers}
     device = resolve_device(cfg.device)
     compute_dtype = resolve_compute_dtype(cfg.compute_dtype, device)
     source = DataSource.from_config(cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.revision)
     special = special_tokens(tokenizer, cfg.model)
-    contexts = iter(ContextStream(source.texts(), tokenizer, cfg.context_length, bos_id=special.bos,
-                                  eos_id=special.eos, pad_id=special.pad))
+    # A shard makes its contexts from its own share of the documents, numbered from 0 (ShardPlan).
+    contexts = iter(ContextStream(source.texts(cfg.shard, cfg.num_shards), tokenizer, cfg.context_length,
+                                  bos_id=special.bos, eos_id=special.eos, pad_id=special.pad))
     first = next(contexts, None)  # an empty data set fails here, before anything is created
-    if first is None:
+    if first is None and cfg.num_shards == 1:
         raise HarvestError(f"data set '{cfg.dataset}' (split '{source.split}') holds no text: nothing to harvest")
     log.info("loading %s on %s (%s)", cfg.model, device, str(compute_dtype).removeprefix("torch."))
     model = load_model(cfg.model, cfg.revision, device, compute_dtype)
-    check_layer(model, cfg.layer, cfg.model)
+    for layer in cfg.layers:
+        check_layer(model, layer, cfg.model)
     check_context_length(model, cfg.context_length, cfg.model)
-    meta = build_meta(cfg, model, tokenizer, source, compute_dtype, cfg.batch_size or default_batch_size(device))
-
-    writer = StoreWriter.open(location, meta, shard=cfg.shard)
-    if writer.done:
-        writer.close()
-        # Also on a complete store: finalize then finishes the tidy-up a killed finalisation left undone.
-        complete = finalize(location, missing_ok=True)
-        log.info("%s: this %s is already written; nothing to do", location, "store" if complete else "shard")
-        return HarvestResult(cfg.store, 0, 0, complete, time.monotonic() - started)
-    resumed_at = writer.resume_row
-    loop_started = time.monotonic()
+    batch_size = cfg.batch_size or default_batch_size(device)
+    writers = _open_writers(cfg, locations, lambda c: build_meta(c, model, tokenizer, source, compute_dtype,
+                                                                  batch_size))
     try:
-        rows_written = _run(cfg, writer, model, _chain(first, contexts), device, on_progress)
+        results = {layer: _finish_written(cfg, layer, w) for layer, w in writers.items() if w.done}
+        active = {layer: w for layer, w in writers.items() if not w.done}
+        if not active:
+            return HarvestResult(cfg.store, 0, 0, all(r.complete for r in results.values()),
+                                 time.monotonic() - started, stores=tuple(results[layer] for layer in cfg.layers))
+        resumed = {layer: w.resume_row for layer, w in active.items()}
+        loop_started = time.monotonic()
+        rows_written, per_layer = _run(cfg, active, model, _chain(first, contexts), device, on_progress)
         loop_seconds = time.monotonic() - loop_started
-        complete = writer.finish()
+        for layer, writer in active.items():
+            complete = writer.finish()
+            results[layer] = StoreResult(layer, cfg.store_of(layer), per_layer[layer], resumed[layer], complete)
     finally:
-        writer.close()
-    return HarvestResult(cfg.store, rows_written, resumed_at, complete, time.monotonic() - started, loop_seconds)
+        for writer in writers.values():
+            writer.close()
+    stores = tuple(results[layer] for layer in cfg.layers)
+    return HarvestResult(cfg.store, rows_written, min(resumed.values()), all(r.complete for r in stores),
+                         time.monotonic() - started, loop_seconds, stores)
 
 
-def _chain(first: Context, rest: Iterator[Context]) -> Iterator[Context]:
-    yield first
+def _open_writers(cfg: HarvestConfig, locations: dict[int, StoreLocation],
+                  meta_of: Callable[[HarvestConfig], StoreMeta]) -> dict[int, StoreWriter]:
+    """Open (create, resume or join) every layer's store before any work, so that a mismatch or a lock held by
+    another process stops the harvest at once; each store is the one its layer's single-layer harvest writes."""
+    writers: dict[int, StoreWriter] = {}
+    try:
+        for layer in cfg.layers:
+            writers[layer] = StoreWriter.open(locations[layer], meta_of(cfg.for_layer(layer)), shard=cfg.shard)
+    except BaseException:
+        for writer in writers.values():
+            writer.close()
+        raise
+    return writers
+
+
+def _finish_written(cfg: HarvestConfig, layer: int, writer: StoreWriter) -> StoreResult:
+    """A store whose shard (or whole) is already written: finish the tidy-up and report it."""
+    writer.close()
+    # Also on a complete store: finalize then finishes the tidy-up a killed finalisation left undone.
+    complete = finalize(writer.location, missing_ok=True)
+    log.info("%s: this %s is already written; nothing to do", writer.location, "store" if complete else "shard")
+    return StoreResult(layer, cfg.store_of(layer), 0, 0, complete)
+
+
+def _chain(first: Context | None, rest: Iterator[Context]) -> Iterator[Context]:
+    if first is not None:  # None: this shard got no documents, so its data ran out at its first row
+        yield first
     yield from rest
 
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """The rows this run writes, and the grid of context batches that produces them."""
+    """The rows this run writes, and the grid of context batches that produces them.
+
+    Rows and contexts are the shard's own (``StoreWriter.rows``): its contexts, made from its documents, are
+    numbered from 0 and fill its chunks in order. With one shard they are the store's.
+    """
 
     start_row: int
     """The first row still to write (resume point)."""
@@ -157,12 +218,12 @@ class ShardPlan:
         meta = writer.meta
         batch = meta.harvest_config["batch_size"]
         needed = meta.context.contexts_between(writer.resume_row, writer.end_row)
-        # Batches sit on a fixed grid of `batch` contexts so that a resumed or sharded run feeds the model exactly
-        # the batches an uninterrupted single run would, and so stores the same floats.
+        # Batches sit on a fixed grid of `batch` contexts, and are always whole (the last one too, as far as the
+        # data goes), so that a resumed run, or one asked for more tokens, feeds the model exactly the batches an
+        # uninterrupted run would, and so stores the same floats.
         return cls(
             start_row=writer.resume_row, end_row=writer.end_row, context=meta.context, batch=batch,
-            first_context=(needed.start // batch) * batch,
-            stop_context=min(ceil_div(needed.stop, batch) * batch, meta.n_contexts),
+            first_context=(needed.start // batch) * batch, stop_context=ceil_div(needed.stop, batch) * batch,
         )
 
     @property
@@ -193,70 +254,94 @@ class ShardPlan:
 
 def _run(
     cfg: HarvestConfig,
-    writer: StoreWriter,
+    writers: dict[int, StoreWriter],
     model,
     contexts: Iterator[Context],
     device: torch.device,
     on_progress: ProgressCallback | None,
-) -> int:
-    """Write this shard's rows from ``contexts``; returns the rows written."""
-    plan = ShardPlan.of(writer)
-    _log_start(cfg, writer, plan)
-    sink = ChunkSink(writer)
+) -> tuple[int, dict[int, int]]:
+    """Write this shard's rows of every layer's store from ``contexts``, in one pass; returns the rows the pass
+    produced and the rows written to each store."""
+    plans = {layer: ShardPlan.of(writer) for layer, writer in writers.items()}
+    for layer, writer in writers.items():
+        _log_start(cfg, layer, writer, plans[layer])
+    # Stores are committed chunk by chunk, each on its own: after a kill they may resume at different rows. The
+    # pass starts at the earliest and gives each store only the rows it still needs.
+    earliest = min(plans.values(), key=lambda plan: plan.start_row)
+    span = dataclasses.replace(earliest, end_row=max(plan.end_row for plan in plans.values()),
+                               stop_context=max(plan.stop_context for plan in plans.values()))
+    sinks: dict[int, ChunkSink] = {}
     seen = _LastSeen(contexts)
     try:
-        with Background((c for c in seen if c.index >= plan.first_context), 16, "contexts") as source:
-            produced, data_end = _write_batches(cfg, plan, LayerCapture(model, cfg.layer), source, seen, sink,
-                                                device, on_progress)
-        _end(cfg, plan, writer, sink, data_end)
+        for layer, writer in writers.items():
+            sinks[layer] = ChunkSink(writer)
+        with Background((c for c in seen if c.index >= span.first_context), 16, "contexts") as source:
+            produced, written, data_end = _write_batches(cfg, span, plans, model, source, seen, sinks, device,
+                                                         on_progress)
+        for layer, sink in sinks.items():
+            _end(cfg, plans[layer], writers[layer], sink, data_end)
     except BaseException:
         # Keep what is already complete: the chunks queued before the failure are written and committed.
-        try:
-            sink.close()
-        except Exception as exc:  # the original error matters more
-            log.debug("writer also failed while closing: %s", exc)
+        for sink in sinks.values():
+            try:
+                sink.close()
+            except Exception as exc:  # the original error matters more
+                log.debug("writer also failed while closing: %s", exc)
         raise
-    return produced
+    return produced, written
 
 
-def _log_start(cfg: HarvestConfig, writer: StoreWriter, plan: ShardPlan) -> None:
+def _log_start(cfg: HarvestConfig, layer: int, writer: StoreWriter, plan: ShardPlan) -> None:
     if plan.start_row:
         log.info("resuming %s at row %d (context %d)", writer.location, plan.start_row,
                  plan.context.context_of_row(plan.start_row))
     log.info(
         "harvesting %s layer %d -> %s: rows %d..%d in contexts of %d, %d contexts per batch",
-        cfg.model, cfg.layer, writer.location, plan.start_row, plan.end_row, cfg.context_length, plan.batch,
+        cfg.model, layer, writer.location, plan.start_row, plan.end_row, cfg.context_length, plan.batch,
     )
 
 
-def _write_batches(cfg: HarvestConfig, plan: ShardPlan, capture: LayerCapture, source: Iterator[Context],
-                   seen: _LastSeen, sink: ChunkSink, device: torch.device,
-                   on_progress: ProgressCallback | None) -> tuple[int, int | None]:
-    """Run the batches of the plan. Returns the rows written and, when the data set ran out, the row after its
-    last token (else None)."""
+def _write_batches(cfg: HarvestConfig, span: ShardPlan, plans: dict[int, ShardPlan], model,
+                   source: Iterator[Context], seen: _LastSeen, sinks: dict[int, ChunkSink], device: torch.device,
+                   on_progress: ProgressCallback | None) -> tuple[int, dict[int, int], int | None]:
+    """Run the batches of ``span`` (every store's plan at once). Returns the rows the pass produced, the rows
+    written to each store and, when the data set ran out, the row after its last token (else None)."""
     produced = 0
-    for first_context in plan.batch_starts():
-        want = plan.contexts_in_batch(first_context)
+    written = dict.fromkeys(plans, 0)
+    captures: dict[tuple[int, ...], LayerCapture] = {}
+    for first_context in span.batch_starts():
+        want = span.contexts_in_batch(first_context)
         group = list(islice(source, want))
         if not group:
-            return produced, plan.end_of(seen.last)
-        n_valid = (len(group) - 1) * plan.context.rows_per_context + plan.rows_of(group[-1])
-        lo, hi = plan.rows_to_write(first_context, n_valid)
-        if hi > lo:
-            produced += _write_batch(cfg, plan, capture, sink, group, first_context, (lo, hi), device)
+            return produced, written, span.end_of(seen.last)
+        n_valid = (len(group) - 1) * span.context.rows_per_context + span.rows_of(group[-1])
+        rows = {layer: plan.rows_to_write(first_context, n_valid) for layer, plan in plans.items()}
+        rows = {layer: (lo, hi) for layer, (lo, hi) in rows.items() if hi > lo}
+        if rows:
+            # Only the layers that still need rows of this batch are captured, so the pass stops at the deepest
+            # of them (a store further along costs nothing until the others catch up).
+            needed = tuple(rows)
+            capture = captures.get(needed) or captures.setdefault(needed, LayerCapture(model, needed))
+            _write_batch(cfg, span, capture, sinks, group, first_context, rows, device)
+            for layer, (lo, hi) in rows.items():
+                written[layer] += hi - lo
+            lo, hi = span.rows_to_write(first_context, n_valid)
+            produced += hi - lo
             if on_progress is not None:
-                on_progress(produced, plan.todo)
+                on_progress(produced, span.todo)
         if len(group) < want or group[-1].n_real < cfg.context_length:
-            return produced, first_context * plan.context.rows_per_context + n_valid
-    return produced, None
+            return produced, written, first_context * span.context.rows_per_context + n_valid
+    return produced, written, None
 
 
-def _write_batch(cfg: HarvestConfig, plan: ShardPlan, capture: LayerCapture, sink: ChunkSink, group: list[Context],
-                 first_context: int, rows: tuple[int, int], device: torch.device) -> int:
-    """One forward pass over a batch of contexts; queues rows [lo, hi) of its flattened rows. Returns hi - lo."""
+def _write_batch(cfg: HarvestConfig, plan: ShardPlan, capture: LayerCapture, sinks: dict[int, ChunkSink],
+                 group: list[Context], first_context: int, rows: dict[int, tuple[int, int]],
+                 device: torch.device) -> None:
+    """One forward pass over a batch of contexts; queues rows [lo, hi) of its flattened rows to each layer's
+    store, ``rows`` giving (lo, hi) per layer."""
     ids_CT = torch.from_numpy(np.stack([c.tokens for c in group])).to(device)
     try:
-        acts_CTD = capture(ids_CT)
+        acts = capture.outputs(ids_CT)
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError "DefaultCPUAllocator: can't allocate".
         if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
@@ -269,13 +354,19 @@ def _write_batch(cfg: HarvestConfig, plan: ShardPlan, capture: LayerCapture, sin
     first_pos = plan.context.first_position
     # Row r of the flattened batch is store row first_row + r.
     first_row = first_context * plan.context.rows_per_context
-    acts_BD = acts_CTD[:, first_pos:].reshape(-1, acts_CTD.shape[-1])
-    tokens_B = ids_CT[:, first_pos:].reshape(-1)
-    lo, hi = rows
-    block_BD = acts_BD[lo:hi]
-    _check_finite(block_BD, cfg, first_row + lo, plan.context.rows_per_context)
-    sink.put(first_row + lo, dtypes.encode(block_BD, cfg.store_dtype), tokens_B[lo:hi].cpu().numpy().astype(np.int32))
-    return hi - lo
+    tokens_B = ids_CT[:, first_pos:].reshape(-1).cpu().numpy().astype(np.int32)
+    blocks = {}
+    for layer, (lo, hi) in rows.items():
+        acts_CTD = acts[layer]
+        blocks[layer] = acts_CTD[:, first_pos:].reshape(-1, acts_CTD.shape[-1])[lo:hi]
+        _check_finite(blocks[layer], layer, first_row + lo, plan.context.rows_per_context)
+    for layer, (lo, hi) in rows.items():
+        sink = sinks[layer]
+        # The statistics are of the stored values, so of the rounded rows; computed here, where the rows are (the
+        # GPU under CUDA), per piece of a chunk, and merged exactly by the sink.
+        stored_BD = blocks[layer].to(dtypes.TORCH_DTYPES[cfg.store_dtype])
+        moments = moments_of_pieces(stored_BD, sink.piece_cuts(first_row + lo, hi - lo))
+        sink.put(first_row + lo, dtypes.encode(stored_BD, cfg.store_dtype), tokens_B[lo:hi], moments)
 
 
 def _end(cfg: HarvestConfig, plan: ShardPlan, writer: StoreWriter, sink: ChunkSink, data_end: int | None) -> None:
@@ -283,7 +374,8 @@ def _end(cfg: HarvestConfig, plan: ShardPlan, writer: StoreWriter, sink: ChunkSi
     if data_end is None or data_end >= plan.end_row:
         sink.close()
         return
-    log.warning("the data set ran out at row %d, before the %d tokens asked for", data_end, cfg.tokens)
+    log.warning("%s: the data set ran out at row %d, before the %d tokens asked for", writer.location, data_end,
+                cfg.tokens)
     if data_end <= plan.start_row:
         sink.close()
         writer.mark_exhausted(data_end)
@@ -304,12 +396,12 @@ class _LastSeen:
             yield c
 
 
-def _check_finite(block_BD: torch.Tensor, cfg: HarvestConfig, first_row: int, per_ctx: int) -> None:
+def _check_finite(block_BD: torch.Tensor, layer: int, first_row: int, per_ctx: int) -> None:
     finite = torch.isfinite(block_BD).all(dim=-1)
     if bool(finite.all()):
         return
     bad = int((~finite).nonzero()[0, 0]) + first_row
     raise HarvestError(
-        f"NaN/Inf activations at layer {cfg.layer} in context {bad // per_ctx} (row {bad}); rows before it are "
+        f"NaN/Inf activations at layer {layer} in context {bad // per_ctx} (row {bad}); rows before it are "
         "kept. The model may overflow in its compute dtype: rerun with --dtype float32, or check the model"
     )

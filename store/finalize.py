@@ -19,24 +19,42 @@ import zarr
 
 from store import format as fmt
 from store.errors import CorruptStoreError, IncompleteStoreError, StoreError
-from store.layout import GROUPS, ROOT_DOC, array_specs, doc_key, metadata_checksum, open_group, read_doc, read_root
+from store.layout import (
+    GROUPS,
+    ROOT_DOC,
+    array_specs,
+    doc_key,
+    metadata_checksum,
+    open_group,
+    read_doc,
+    read_root,
+    shard_chunks,
+)
 from store.location import StoreLocation
-from store.progress import read_progress
+from store.progress import Growth, ShardProgress, current_progress, read_growth
 from store.stats import Moments, merge_all
 
 log = logging.getLogger(__name__)
 
 KILL_AT_ENV = "HFG_TEST_KILL_AT"
-"""Test hook: ``finalize:<step>`` makes the process SIGKILL itself right after that step (see STEPS)."""
+"""Test hook: ``finalize:<step>`` (or ``grow:<step>``) makes the process SIGKILL itself right after that step of
+a finalisation (STEPS) or of the start of a store's extension (GROWTH_STEPS)."""
 STEPS = ("resized", "statistics", "completed", "progress-removed", "tidied")
 """The durable steps of a finalisation, in order; the tests kill the process after each."""
+GROWTH_STEPS = ("recorded", "marked", "extended")
+"""The durable steps that start extending a complete store (``store.writer``), in order."""
+
+
+def kill_point(stage: str, step: str) -> None:
+    """SIGKILL this process if the test hook asks for a kill right after ``stage:step``."""
+    # Inert unless a test asks for it: the only way to test a kill at an exact point in a real process.
+    if os.environ.get(KILL_AT_ENV) == f"{stage}:{step}":
+        log.warning("%s=%s: killing this process", KILL_AT_ENV, os.environ[KILL_AT_ENV])
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _step_done(step: str) -> None:
-    # Inert unless a test asks for it: the only way to test a kill at an exact point in a real process.
-    if os.environ.get(KILL_AT_ENV) == f"finalize:{step}":
-        log.warning("%s=%s: killing this process", KILL_AT_ENV, os.environ[KILL_AT_ENV])
-        os.kill(os.getpid(), signal.SIGKILL)
+    kill_point("finalize", step)
 
 
 def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
@@ -55,8 +73,9 @@ def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
             _write_root(location, meta.to_attrs())
         _tidy(location)
         return True
-    progresses = [read_progress(location, i, meta.num_shards) for i in range(meta.num_shards)]
-    unfinished = [i for i, p in enumerate(progresses) if p is None or not p.finished]
+    growth = read_growth(location)
+    progresses = [current_progress(location, meta, i) for i in range(meta.num_shards)]
+    unfinished = [i for i, p in enumerate(progresses) if not _finished(meta, growth, i, p)]
     if unfinished:
         if missing_ok:
             return False
@@ -69,6 +88,11 @@ def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
     if n_rows == 0:
         raise StoreError(
             f"the data set gave no tokens, so {location} is empty: check the data set, split and text field"
+        )
+    if growth is not None and n_rows < growth.from_rows:
+        raise StoreError(
+            f"{location} was being extended from {growth.from_rows:,} rows, but its data set now ends at row "
+            f"{n_rows:,}: the data changed since it was harvested; restore it, or harvest into another store"
         )
     group = open_group(location, read_only=False, use_consolidated=False)
     chunk_rows = meta.chunk_rows
@@ -92,13 +116,23 @@ def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
     attrs.update(
         complete=True,
         n_rows=n_rows,
-        harvest_seconds=max((p.seconds for p in progresses if p is not None), default=0.0),
+        # A store being extended carries the seconds of the harvests that made it so far (else 0).
+        harvest_seconds=meta.harvest_seconds + max((p.seconds for p in progresses if p is not None), default=0.0),
     )
     _write_root(location, attrs)
     _step_done("completed")
     _tidy(location)
     log.info("store %s is complete: %d rows", location, n_rows)
     return True
+
+
+def _finished(meta: fmt.StoreMeta, growth: Growth | None, shard: int, progress: ShardProgress | None) -> bool:
+    """Whether a shard has written its part: its progress says so, or (no progress yet) the store held all of
+    its chunks before it was extended."""
+    if progress is not None:
+        return progress.finished
+    return growth is not None and growth.chunks_kept(meta, shard) == len(shard_chunks(meta.n_chunks, shard,
+                                                                                   meta.num_shards))
 
 
 def _chunk_statistics(location: StoreLocation, group: zarr.Group, chunks: int) -> tuple[np.ndarray, np.ndarray]:

@@ -249,14 +249,17 @@ class StoreMeta:
             "chunk_rows": self.chunk_rows,
         }
 
-    def first_mismatch(self, other: StoreMeta) -> tuple[str, Any, Any] | None:
-        """(identity key, ours, theirs) for the first identity field that differs, else None.
+    def first_mismatch(self, other: StoreMeta, ignore: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:
+        """(identity key, ours, theirs) for the first identity field that differs, else None; keys in ``ignore``
+        are not compared.
 
         A path is only a spelling of an input that both sides know by content: it is not compared then, so the
         same model or text moved or named another way continues a store, and other bytes at the same path do not.
         """
         mine, theirs = self.identity(), other.identity()
         for key, value in mine.items():
+            if key in ignore:
+                continue
             content = BY_CONTENT.get(key)
             if content is not None and mine[content] is not None and theirs.get(content) is not None:
                 continue

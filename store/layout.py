@@ -15,7 +15,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 
 from store import format as fmt
-from store.errors import CorruptStoreError
+from store.errors import CorruptStoreError, StoreError
 from store.location import StoreLocation
 
 # Zarr warns about every non-Zarr folder (our _harvest/ bookkeeping) when it lists a hierarchy.
@@ -29,6 +29,11 @@ ARRAY_CONFIG = {"write_empty_chunks": True}
 def array_specs(meta: fmt.StoreMeta) -> dict[str, dict]:
     """Name -> zarr.create_array arguments for every array of a store."""
     return _specs(meta.n_rows, meta.d_model, meta.chunk_rows, meta.storage_dtype)
+
+
+def array_shape(meta: fmt.StoreMeta, name: str) -> tuple[int, ...]:
+    """The shape array ``name`` has in a store with these attributes."""
+    return array_specs(meta)[name]["shape"]
 
 
 def _specs(n: int, d: int, c: int, storage_dtype: str) -> dict[str, dict]:
@@ -256,8 +261,59 @@ class RowMap:
         return cls(meta.n_rows if n_rows is None else n_rows, meta.chunk_rows, meta.context)
 
 
-def shard_chunk_range(n_chunks: int, shard: int, num_shards: int) -> range:
-    """The contiguous run of chunks that shard ``shard`` of ``num_shards`` writes (sizes differ by at most 1)."""
-    base, extra = divmod(n_chunks, num_shards)
-    start = shard * base + min(shard, extra)
-    return range(start, start + base + (1 if shard < extra else 0))
+def shard_chunks(n_chunks: int, shard: int, num_shards: int) -> range:
+    """The chunks shard ``shard`` of ``num_shards`` writes, in order: chunks are dealt round-robin to shards.
+
+    Dealt rather than cut into runs, so that a store extended to more chunks extends every shard's sequence and
+    moves no boundary: the store a sharded harvest grows into is the one it would have written in one go.
+    """
+    return range(shard, n_chunks, num_shards)
+
+
+@dataclass(frozen=True)
+class ShardRows:
+    """One shard's rows in its own order: its chunks (``shard_chunks``) laid end to end.
+
+    A shard numbers the contexts of its own documents 0, 1, ... and writes them into its rows in that order; its
+    row ``r`` is store row ``store_row(r)``. Chunks of a sharded store hold whole contexts, so every context lands
+    whole in one chunk. With one shard both numberings are the same.
+    """
+
+    n_rows: int
+    """Rows of the store."""
+    chunk_rows: int
+    chunks: range
+    """The store chunks this shard owns, in the order it writes them."""
+
+    @classmethod
+    def of(cls, meta: fmt.StoreMeta, shard: int) -> ShardRows:
+        return cls(meta.n_rows, meta.chunk_rows, shard_chunks(meta.n_chunks, shard, meta.num_shards))
+
+    @property
+    def n_local(self) -> int:
+        """Rows this shard owns (its last chunk is short when it is the store's short last chunk)."""
+        if not self.chunks:
+            return 0
+        last = self.chunks[-1]
+        return (len(self.chunks) - 1) * self.chunk_rows + min(self.chunk_rows, self.n_rows - last * self.chunk_rows)
+
+    def store_row(self, r: int) -> int:
+        """The store row of this shard's row ``r`` (``0 <= r < n_local``)."""
+        k, offset = divmod(r, self.chunk_rows)
+        return self.chunks[k] * self.chunk_rows + offset
+
+
+def harvest_chunk_rows(requested: int | None, d_model: int, context: fmt.ContextInfo, num_shards: int) -> int:
+    """The chunk size a harvest uses: ``requested``, or about 24 MiB; a sharded harvest's chunks hold whole
+    contexts (a multiple of the rows per context), so that every shard writes whole contexts into whole chunks."""
+    per_ctx = context.rows_per_context
+    if requested is not None:
+        if num_shards > 1 and requested % per_ctx:
+            fit = max(requested // per_ctx, 1) * per_ctx
+            raise StoreError(
+                f"--chunk-rows {requested} is not a multiple of the {per_ctx} rows per context, which a sharded "
+                f"harvest needs (each chunk holds whole contexts): pass --chunk-rows {fit}, or leave it unset"
+            )
+        return requested
+    rows = fmt.default_chunk_rows(d_model)
+    return max(rows // per_ctx, 1) * per_ctx if num_shards > 1 else rows

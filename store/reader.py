@@ -36,12 +36,14 @@ from store.layout import (
     read_root,
 )
 from store.location import StoreLocation
-from store.progress import read_progress
+from store.progress import current_progress, read_growth
 from store.split import RowSplit, split_rows
 from store.stats import Moments, merge_all
 
 log = logging.getLogger(__name__)
 
+SIZE_KEYS = ("tokens", "n_rows")
+"""Identity keys that say how many rows a store holds, not which: an extended store keeps its rows."""
 NO_NEGATIVE_IDS = (fmt.TOKENS, fmt.CONTEXT_IDS, fmt.POSITIONS)
 """Arrays whose fill value (-1) is never a real value: reading it back means a missing or damaged chunk."""
 
@@ -110,11 +112,14 @@ class ActivationStore:
         """Rows [start, stop) of context ``c``, clipped to the store's readable rows."""
         return self.meta.context.context_rows(c, self.n_rows)
 
-    def context_input_ids(self, contexts: Sequence[int], pad_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def context_input_ids(self, contexts: Sequence[int], pad_id: int | None = None,
+                          end_row: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The token ids the LM saw for these contexts, (C, context_length) int64, and their real lengths (C,).
 
         Position 0 holds BOS, the stored tokens follow from ``first_position``, and a short last context is
-        padded with ``pad_id`` (default: the store tokenizer's pad id, else 0).
+        padded with ``pad_id`` (default: the store tokenizer's pad id, else 0). ``end_row`` cuts the contexts
+        at that row as if the store ended there: a run recorded against a store that has grown since sees its
+        held-out contexts as they were.
         """
         ctx, tok = self.meta.context, self.meta.tokenizer
         pad = (tok.pad_token_id or 0) if pad_id is None else pad_id
@@ -127,10 +132,11 @@ class ActivationStore:
             raise StoreError(f"context {bad[0]} is outside the store's 0..{self.n_contexts - 1}")
         # One read of the span the contexts cover: token reads decompress whole chunks, so per-context reads
         # would decompress the same chunk again and again.
+        end = self.n_rows if end_row is None else min(end_row, self.n_rows)
         span_start = self.context_rows(min(contexts))[0]
-        tokens = self.tokens(span_start, self.context_rows(max(contexts))[1])
+        tokens = self.tokens(span_start, max(min(self.context_rows(max(contexts))[1], end), span_start))
         for i, c in enumerate(contexts):
-            lo, hi = self.context_rows(c)
+            lo, hi = self.meta.context.context_rows(c, end)
             ids_CT[i, ctx.first_position : ctx.first_position + hi - lo] = tokens[lo - span_start : hi - span_start]
             ids_CT[i, 0] = tok.bos_token_id
             n_real_C[i] = ctx.first_position + hi - lo
@@ -140,6 +146,23 @@ class ActivationStore:
         """What a run records of its store, and what decides whether two stores hold the same rows: the
         store's identity (:meth:`StoreMeta.identity`) plus its readable rows and width. JSON-serialisable."""
         return {**self.meta.identity(), "d_model": self.d_model, "n_rows": self.n_rows}
+
+    def recorded_mismatch(self, recorded: dict[str, Any], rows: tuple[int, int]) -> tuple[str, Any, Any] | None:
+        """(key, recorded, this store's) for the first way this store is not the one a run recorded
+        (``identity()`` then) and whose rows ``rows`` it used, or None.
+
+        A store extended since (``pipeline harvest`` with more ``--tokens``) is still that store: its first rows
+        are the ones it held, bit for bit, so only its size may differ, as long as it holds ``rows``.
+        """
+        have = self.identity()
+        for key, want in recorded.items():
+            if key in SIZE_KEYS:
+                continue
+            if want != have.get(key):
+                return key, want, have.get(key)
+        if rows[1] > self.n_rows or recorded.get("n_rows", 0) > self.n_rows:
+            return "n_rows", recorded.get("n_rows"), self.n_rows
+        return None
 
     # -- activations ------------------------------------------------------------------------------------------
     def chunk_key(self, j: int) -> str:
@@ -356,6 +379,12 @@ def open_store(
     if meta.complete:
         return ActivationStore(location, meta, group, meta.n_rows)
     written = written_prefix_rows(location, meta)
+    growth = read_growth(location)
+    if not partial and growth is not None:
+        raise IncompleteStoreError(
+            f"{location} is being extended from {growth.from_rows:,} to {meta.n_rows:,} tokens ({written:,} written "
+            "so far): wait for that harvest to finish, or rerun it to resume; it reads again once complete"
+        )
     if not partial:
         raise IncompleteStoreError(
             f"{location} is incomplete: its harvest has written {written:,} of {meta.n_rows:,} tokens; wait for the "
@@ -383,15 +412,23 @@ def _check_array_metadata(location: StoreLocation, meta: fmt.StoreMeta, group: z
 
 
 def written_prefix_rows(location: StoreLocation, meta: fmt.StoreMeta) -> int:
-    """Rows [0, n) written without a gap, across shards, by the progress files of an unfinished harvest."""
-    rows = 0
+    """Rows [0, n) written without a gap, across shards, by the progress files of an unfinished harvest.
+
+    Shard ``s`` writes every ``num_shards``-th chunk from chunk ``s``, in order, so the gap starts at the
+    earliest next chunk of any shard; a shard whose documents ran out ends the store there. A store being
+    extended holds its old rows whatever the progress files say.
+    """
+    growth = read_growth(location)
+    first_gap = meta.n_chunks
+    ends = [meta.n_rows]
     for shard in range(meta.num_shards):
-        progress = read_progress(location, shard, meta.num_shards)
+        progress = current_progress(location, meta, shard)
         if progress is None:
-            break
-        if progress.exhausted_at_row is not None and progress.next_chunk * meta.chunk_rows >= progress.exhausted_at_row:
-            return min(progress.exhausted_at_row, meta.n_rows)
-        rows = min(progress.next_chunk * meta.chunk_rows, meta.n_rows)
-        if progress.next_chunk < progress.end_chunk:
-            break
-    return rows
+            done = 0 if growth is None else growth.chunks_kept(meta, shard)
+            first_gap = min(first_gap, shard + done * meta.num_shards)
+            continue
+        first_gap = min(first_gap, progress.next_chunk)
+        if progress.exhausted_at_row is not None:
+            ends.append(progress.exhausted_at_row)
+    rows = min(first_gap * meta.chunk_rows, *ends)
+    return max(rows, 0 if growth is None else growth.from_rows)

@@ -39,15 +39,17 @@ def test_store_round_trip_verify_and_lease_on_s3(s3):
 def test_sharded_harvest_to_s3_then_verify_and_fit_from_s3(s3, tiny_model_dir, kjv_file, tmp_path, capsys):
     url = f"s3://{s3.new_bucket()}/tiny.zarr"
     args = ["harvest", "--model", tiny_model_dir, "--dataset", kjv_file, "--layer", "2", "--tokens", "6000",
-            "--ctx", "32", "--chunk-rows", "512", "--batch-size", "4", "--store", url]
+            "--ctx", "33", "--chunk-rows", "512", "--batch-size", "4", "--store", url]  # chunks of whole contexts
     procs = [pipeline_subprocess(*args, "--shard", i, "--num-shards", 2) for i in (0, 1)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
     verify = run_cli(capsys, "store", "verify", url)
     assert verify.code == 0 and "store is valid" in verify.stderr
-    local = tmp_path / "local.zarr"
-    assert run_cli(capsys, *[a if a != url else str(local) for a in args]).code == 0
+    local = tmp_path / "local.zarr"  # the same two shards, one after the other, on local disk
+    for i in (0, 1):
+        local_args = [a if a != url else str(local) for a in args]
+        assert run_cli(capsys, *local_args, "--shard", i, "--num-shards", 2).code == 0
     remote, here = open_store(url), open_store(str(local))
     assert np.array_equal(remote.read_rows_raw(0, 6000), here.read_rows_raw(0, 6000))
 

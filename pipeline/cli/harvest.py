@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from pipeline.cli.options import Opt, config_kwargs, config_options
 log = logging.getLogger("pipeline")
 
 HARVEST_OPTIONS = {
+    "layers": Opt(names=("--layer",)),
     "context_length": Opt(names=("--ctx",)),
     "compute_dtype": Opt(names=("--dtype",), choices=COMPUTE_DTYPES),
     "store_dtype": Opt(choices=STORE_DTYPES),
@@ -37,7 +39,8 @@ def _shard_from_env(shard: int | None, num_shards: int | None) -> tuple[int, int
 @config_options(HarvestConfig, opts=HARVEST_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def harvest(as_json: bool, **values) -> None:
-    """Run a causal LM over a text data set and store one layer's residual stream.
+    """Run a causal LM over a text data set and store one layer's residual stream (or several layers', one store
+    each, from one forward pass).
 
     Rerunning the same command after a crash continues where it stopped.
     """
@@ -47,12 +50,15 @@ def harvest(as_json: bool, **values) -> None:
     shard, num_shards = _shard_from_env(options.pop("shard"), options.pop("num_shards"))
     cfg = HarvestConfig(**options, shard=shard, num_shards=num_shards)
     label = "harvest" if num_shards == 1 else f"harvest shard {shard}/{num_shards}"
+    if len(cfg.layers) > 1:
+        label += " -> " + ", ".join(cfg.store_of(layer) for layer in cfg.layers)
     with progress_bar(label, "tok") as update:
         result = run_harvest(cfg, on_progress=update)
-    state = "complete" if result.complete else "shard done; store not complete until every shard finishes"
-    console.print(
-        f"[green]wrote {result.rows_written:,} rows to {cfg.store} in {result.seconds:.0f}s "
-        f"({result.tokens_per_second:,.0f} tok/s); {state}[/green]"
-    )
+    for store in result.stores:
+        state = "complete" if store.complete else "shard done; store not complete until every shard finishes"
+        console.print(f"[green]layer {store.layer}: wrote {store.rows_written:,} rows to {store.store}; "
+                      f"{state}[/green]", highlight=False)
+    console.print(f"[green]{result.rows_written:,} tokens through the model in {result.seconds:.0f}s "
+                  f"({result.tokens_per_second:,.0f} tok/s)[/green]", highlight=False)
     if as_json:
-        click.echo(json.dumps({**result.__dict__, "tokens_per_second": result.tokens_per_second}))
+        click.echo(json.dumps({**dataclasses.asdict(result), "tokens_per_second": result.tokens_per_second}))

@@ -97,7 +97,10 @@ def _click_kwargs(f: dataclasses.Field, annotation: Any, doc: str, opt: Opt) -> 
         return kw
     if isinstance(default, dict):  # fsspec storage options: repeatable KEY=VALUE pairs
         return {**kw, "multiple": True, "default": (), "show_default": False}
-    if typing.get_origin(base) is tuple:
+    variadic = typing.get_origin(base) is tuple and typing.get_args(base)[-1] is Ellipsis
+    if variadic:  # tuple[int, ...]: a repeatable option whose values make the tuple (``--layer 6 --layer 12``)
+        kw.update(type=typing.get_args(base)[0], multiple=True)
+    elif typing.get_origin(base) is tuple:
         kw.update(type=typing.get_args(base)[0], nargs=len(typing.get_args(base)))
     elif opt.choices is not None:
         kw["type"] = click.Choice(list(opt.choices))
@@ -105,6 +108,8 @@ def _click_kwargs(f: dataclasses.Field, annotation: Any, doc: str, opt: Opt) -> 
         kw["type"] = base
     if default is dataclasses.MISSING:
         kw.update(required=True, show_default=False)
+    elif variadic:
+        kw["default"] = list(default)
     elif opt.multiple:
         kw.update(multiple=True, default=[default])
     else:

@@ -36,15 +36,15 @@ class Member:
 
 def check_run_store(run: RunDir, config: dict, store: ActivationStore, url: str) -> None:
     """Refuse a store other than the one the run was trained on (another model, layer, data set or length):
-    its held-out rows would be other rows, or rows the run trained on."""
-    want = config["store"]
-    have = store.identity()
-    for key in want:
-        if want[key] != have.get(key):
-            raise PipelineError(
-                f"{run} was trained on another store than {url}: its {key} is {want[key]!r}, this store's is "
-                f"{have.get(key)!r}; pass the store it was trained on with --store"
-            )
+    its held-out rows would be other rows, or rows the run trained on. The same store extended since is accepted:
+    it holds the run's held-out rows unchanged (``ActivationStore.recorded_mismatch``)."""
+    mismatch = store.recorded_mismatch(config["store"], tuple(config["train"]["heldout_rows"]))
+    if mismatch is not None:
+        key, want, have = mismatch
+        raise PipelineError(
+            f"{run} was trained on another store than {url}: its {key} is {want!r}, this store's is "
+            f"{have!r}; pass the store it was trained on with --store"
+        )
 
 
 def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[EvalRecord]:
@@ -91,7 +91,7 @@ def _record(m: Member, store: ActivationStore, url: str, heldout: tuple[int, int
         f"{m.run.config_path}: store")
     training = m.run.read_training()
     train = TrainRecord(steps=training["steps"], tokens=training["tokens"], sae_seconds=training["sae_seconds"],
-                        final=training["final"])
+                        stack_size=training.get("stack_size", 1), final=training["final"])
     return EvalRecord(name=m.run.name, run_dir=str(m.run), sae=m.config["sae"], n_latents=m.sae.n_latents,
                       group_bounds=[list(b) for b in m.sae.group_bounds], store=store_record, train=train,
                       **recon.field_values(), **behaviour.field_values())
@@ -138,8 +138,8 @@ class ContextBatch:
     """That next token, for each replaced position that has one."""
 
 
-def _context_batch(store: ActivationStore, contexts: list[int], dev: torch.device) -> ContextBatch:
-    ids, n_real = store.context_input_ids(contexts)
+def _context_batch(store: ActivationStore, contexts: list[int], dev: torch.device, end_row: int) -> ContextBatch:
+    ids, n_real = store.context_input_ids(contexts, end_row=end_row)  # as the run's store ended, if it grew since
     ids_CT = torch.from_numpy(ids).to(dev)
     pos_T = torch.arange(ids_CT.shape[1], device=dev)[None, :]
     ends_C = torch.from_numpy(n_real).to(dev)[:, None]
@@ -201,7 +201,7 @@ def _behaviour(store: ActivationStore, rows: tuple[int, int], members: list[Memb
     sums = _Sums()
     for b in range(0, len(contexts), cfg.batch_contexts):
         batch = contexts[b : b + cfg.batch_contexts]
-        _add_batch(splicer, _context_batch(store, batch, dev), members, sums)
+        _add_batch(splicer, _context_batch(store, batch, dev, rows[1]), members, sums)
         if on_progress is not None:
             on_progress(b + len(batch), len(contexts), "LM with SAE spliced in")
     return {m.run.name: sums.behaviour(m.run.name, len(contexts)) for m in members}

@@ -17,7 +17,7 @@ from store.verify import verify_store
 
 
 def harvest_cfg(model_dir, data, store, **kw):
-    defaults = dict(layer=2, tokens=1234, context_length=32, chunk_rows=256, batch_size=4)
+    defaults = dict(layers=(2,), tokens=1234, context_length=32, chunk_rows=256, batch_size=4)
     return HarvestConfig(store=str(store), model=str(model_dir), dataset=str(data), **{**defaults, **kw})
 
 
@@ -98,7 +98,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_store(tiny_model_dir, kjv_fil
     assert f"resuming {killed} at row {at_kill * 1024}" in " ".join(err.split())
 
     clean = tmp_path / "clean.zarr"
-    harvest(HarvestConfig(store=str(clean), model=str(tiny_model_dir), dataset=str(kjv_file), layer=2,
+    harvest(HarvestConfig(store=str(clean), model=str(tiny_model_dir), dataset=str(kjv_file), layers=(2,),
                           tokens=20000, context_length=32, chunk_rows=1024, batch_size=2))
     a, b = open_store(str(killed)), open_store(str(clean))
     assert a.n_rows == b.n_rows == 20000

@@ -107,6 +107,6 @@ def test_harvest_killed_after_marking_complete_is_finished_by_the_same_command(t
     rerun = pipeline_subprocess(*args, "--store", store)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
-    harvest(HarvestConfig(store=str(clean), model=str(tiny_model_dir), dataset=str(kjv_file), layer=2, tokens=3000,
+    harvest(HarvestConfig(store=str(clean), model=str(tiny_model_dir), dataset=str(kjv_file), layers=(2,), tokens=3000,
                           context_length=32, chunk_rows=1024, batch_size=4))
     _assert_finished_like(store, clean)

@@ -34,7 +34,7 @@ def built(tiny_model_dir, kjv_file, tmp_path_factory):
     docs = [f"{SCRIPT if i % 2 else IMG} {MULTIBYTE} {t[:30]}" for i, t in enumerate(lines)]
     corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     store = str(root / "s.zarr")
-    harvest(HarvestConfig(store=store, model=str(tiny_model_dir), dataset=str(corpus), layer=2, tokens=4000,
+    harvest(HarvestConfig(store=store, model=str(tiny_model_dir), dataset=str(corpus), layers=(2,), tokens=4000,
                           context_length=64, batch_size=8, chunk_rows=1024))
     runs = root / "runs"
     fit(TrainConfig(store=store, out=str(runs), batch_size=128, tokens=128 * 30, holdout=0.1, log_every=10),

@@ -104,7 +104,8 @@ def test_every_generated_option_has_the_configs_help_and_default(command, config
             opt = options[f.name]
             assert opt.help, f"{command} --{f.name} has no help: give {cfg.__name__}.{f.name} a docstring"
             if f.default is not dataclasses.MISSING and opt.default is not None and not opt.is_flag:
-                want = [f.default] if opt.multiple else f.default
+                # A repeatable scalar field (a grid axis) defaults to its value alone; a tuple field is its own list.
+                want = [f.default] if opt.multiple and not isinstance(f.default, tuple) else f.default
                 assert tuple(opt.default) == tuple(want) if isinstance(want, tuple | list) else opt.default == want, \
                     (command, f.name)
             if docs.get(f.name) and f.name not in ("verify_checksums", "shard", "num_shards", "storage_options"):

@@ -21,7 +21,7 @@ from store import open_store
 def trained(tiny_model_dir, kjv_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     store = str(root / "s.zarr")
-    harvest(HarvestConfig(store=store, model=str(tiny_model_dir), dataset=str(kjv_file), layer=2, tokens=4000,
+    harvest(HarvestConfig(store=store, model=str(tiny_model_dir), dataset=str(kjv_file), layers=(2,), tokens=4000,
                           context_length=32, batch_size=8, chunk_rows=1024))
     saes = [SAEConfig(variant="baseline"), SAEConfig(variant="hier", groups=4)]
     fit(TrainConfig(store=store, out=str(root / "runs"), batch_size=128, tokens=128 * 30, holdout=0.1,
@@ -74,7 +74,7 @@ def test_another_model_is_refused(trained, tmp_path, capsys):
 def test_a_store_of_another_layer_is_refused(trained, tiny_model_dir, kjv_file, tmp_path, capsys):
     _, runs = trained
     other = tmp_path / "layer1.zarr"
-    harvest(HarvestConfig(store=str(other), model=str(tiny_model_dir), dataset=str(kjv_file), layer=1, tokens=4000,
+    harvest(HarvestConfig(store=str(other), model=str(tiny_model_dir), dataset=str(kjv_file), layers=(1,), tokens=4000,
                           context_length=32, batch_size=8, chunk_rows=1024))
     result = run_cli(capsys, "evaluate", runs, "--store", other, "--no-kl")
     assert_one_line_error(result, "trained on another store", "its layer is 2, this store's is 1")
