@@ -159,7 +159,11 @@ class TrainRecord(Record):
     tokens: int
     """Training rows seen (steps x batch size)."""
     sae_seconds: float
-    """The SAE's own compute (forward, backward, optimiser step) summed over its run, in seconds."""
+    """The SAE's compute (forward, backward, optimiser step) summed over its run, in seconds; for an SAE trained
+    in a stack of several (``stack_size`` > 1), an equal share of the stack's compute, not its own cost."""
+    stack_size: int = 1
+    """SAEs trained together with it as one batched computation (fit's stacks; 1: trained alone, ``--no-stack``
+    or the only SAE of its shape). Training times compare SAEs only where this is 1."""
     final: dict[str, Any]
     """The last line of the run's metrics.jsonl (docs/fit.md), {} when none was logged."""
 

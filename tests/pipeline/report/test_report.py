@@ -11,7 +11,7 @@ from harvest import HarvestConfig, harvest
 @pytest.fixture(scope="module")
 def store(tiny_model_dir, kjv_file, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("exp") / "s.zarr")
-    harvest(HarvestConfig(store=path, model=str(tiny_model_dir), dataset=str(kjv_file), layer=2, tokens=3000,
+    harvest(HarvestConfig(store=path, model=str(tiny_model_dir), dataset=str(kjv_file), layers=(2,), tokens=3000,
                           context_length=32, batch_size=8, chunk_rows=1024))
     return path
 
@@ -31,6 +31,9 @@ def test_experiment_trains_the_grid_in_one_pass_and_reports(store, tmp_path, cap
     assert t1["kl"]["hier"][0] >= 0 and t1["explained_variance"]["hier"][0] <= 1  # 3 steps: barely trained
     assert "| Training loss (MSE) |" in report and "| 1.25 |" in report and "| 7 |" in report
     assert len(results["groups"]) == 5 and len(results["runs"]) == 10
+    # the experiment trains its SAEs stacked: their seconds are shares, so no training-time ratio is claimed
+    assert results["table_1"]["training_seconds"]["stacked"] is True
+    assert "| trained stacked | trained stacked |" in report and "--no-stack" in report
     for name in results["figures"]:
         png = (out / "report" / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
