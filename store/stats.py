@@ -18,6 +18,8 @@ from itertools import pairwise
 import numpy as np
 import torch
 
+from store.format import ceil_div
+
 
 @dataclass(frozen=True)
 class Moments:
@@ -76,7 +78,7 @@ def moments_of_pieces(rows_BD: torch.Tensor, cuts: Sequence[int], block_rows: in
     counts = np.array([hi - lo for lo, hi in blocks])
     out, first = [], 0
     for a, b in bounds:
-        n = -(-(b - a) // block_rows)  # the piece's blocks
+        n = ceil_div(b - a, block_rows)  # the piece's blocks
         out.append(merge_all(counts[first : first + n], both[0, first : first + n], both[1, first : first + n]))
         first += n
     return out
