@@ -85,7 +85,9 @@ def _save(t: Trainee, step: int, into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
     save_state(t.weights(), t.cfg.name, into / WEIGHTS_FILE)
     torch.save(t.optimizer_state(), into / OPTIMIZER_FILE)
-    (into / STATE_FILE).write_text(json.dumps({"step": step, "seconds": t.seconds()}))
+    # The stack's choice of the pair path (--sparse auto) is part of how later steps round: resumed with it.
+    state = {"step": step, "seconds": t.seconds(), "pairs": t.stack.stack.sparse}
+    (into / STATE_FILE).write_text(json.dumps(state))
 
 
 def _kill_point(point: str) -> None:
@@ -140,8 +142,9 @@ def resume(trainees: list[Trainee], pass_path: Path, world: World) -> int:
     loaded = {t.cfg.name: _load(t, step, pass_path) for t in trainees}
     for stack in stacks_of(trainees):  # with all its members
         stack.load(*zip(*(loaded[t.cfg.name][:2] for t in stack.members), strict=True))
+        stack.stack.sparse = bool(loaded[stack.members[0].cfg.name][2].get("pairs", False))
     for t in trainees:
-        t.seconds_before = loaded[t.cfg.name][2]
+        t.seconds_before = loaded[t.cfg.name][2]["seconds"]
         if world.is_main:
             _truncate_log(t.run.metrics_path, step)
     log.info("resuming %d SAE(s) from step %d", len(trainees), step)
@@ -171,8 +174,9 @@ def _start_fresh(trainees: list[Trainee], pass_path: Path, world: World) -> None
             t.run.metrics_path.unlink(missing_ok=True)
 
 
-def _load(t: Trainee, step: int, pass_path: Path) -> tuple[dict[str, torch.Tensor], dict, float]:
-    """The SAE's weights, optimiser state and compute seconds at ``step``, from its checkpoint."""
+def _load(t: Trainee, step: int, pass_path: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """The SAE's weights (with its architecture's training state, e.g. AuxK's counters), optimiser state and progress
+    (state.json: compute seconds, the pair-path choice) at ``step``, from its checkpoint."""
     ckpt = _step_dir(pass_path, step) / t.cfg.name
     if not ckpt.exists() and t.run.checkpoint_dir(step).exists():
         ckpt = t.run.checkpoint_dir(step)  # a pass started before checkpoints moved under passes/<id>/
@@ -189,7 +193,7 @@ def _load(t: Trainee, step: int, pass_path: Path) -> tuple[dict[str, torch.Tenso
             f"{t.stack.stack.d_model}: use the store it was trained on"
         )
     optimizer = torch.load(ckpt / OPTIMIZER_FILE, map_location=device, weights_only=True)
-    return state, optimizer, json.loads((ckpt / STATE_FILE).read_text())["seconds"]
+    return state, optimizer, json.loads((ckpt / STATE_FILE).read_text())
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -7,13 +7,16 @@ import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fit.architectures import ARCH_FIELDS, variant, variants
 from fit.errors import FitError
 from store.configs import check_finite
 
-VARIANTS = ("baseline", "hier")
+VARIANTS = variants()
+"""Every registered architecture variant (:mod:`fit.architectures`), in ``--variant``'s order."""
 NORMS = ("layer_norm", "store_stats", "none")
 RECON_LOSSES = ("mse", "l2")
 DATA_MODES = ("auto", "memory", "stream")
+SPARSE_MODES = ("auto", "on", "off")
 TRACKERS = ("wandb", "trackio", "tensorboard")
 
 
@@ -26,13 +29,31 @@ class SAEConfig:
     """One SAE: its architecture and sparsity penalty."""
 
     variant: str = "hier"
-    """``baseline`` (uniform L1 weight ``l1``) or ``hier`` (group k of K weighted ``l1 * gamma**(k-1)``)."""
+    """The architecture (fit/architectures/): ``baseline`` (ReLU, uniform L1 weight ``l1``), ``hier`` (group k
+    of K weighted ``l1 * gamma**(k-1)``), ``topk`` (k latents per row), ``batchtopk`` (k x B over the batch, a
+    threshold at inference), ``matryoshka`` (BatchTopK with nested prefix reconstructions), ``hier-matryoshka``
+    (hier's group penalty with the prefix reconstructions)."""
     l1: float = 0.04
-    """Base L1 weight lambda."""
+    """Base L1 weight lambda (baseline, hier, hier-matryoshka)."""
     groups: int = 5
-    """K, the number of equal latent groups (hier only)."""
+    """K, the number of equal latent groups (hier's penalty groups; Matryoshka's prefixes end at their ends unless
+    --prefixes is given)."""
     gamma: float = 1.5
-    """Geometric penalty multiplier between consecutive groups (hier only)."""
+    """Geometric penalty multiplier between consecutive groups (hier, hier-matryoshka)."""
+    k: int = 64
+    """Active latents per row: exactly k for topk, k x batch rows over the whole batch for batchtopk and
+    matryoshka (k per row on average)."""
+    aux_alpha: float = 0.0
+    """Weight of the AuxK dead-latent loss (TopK family; Gao et al. use 1/32 = 0.03125); 0 turns it off."""
+    aux_k: int = 512
+    """AuxK's dead latents per row that reconstruct the residual (Gao et al.'s 512), at most half the latents."""
+    dead_tokens: int = 1_000_000
+    """A latent that has not fired in this many training rows is dead for AuxK. Gao et al. use 10M, which is a
+    whole pass over a paper-sized store (nothing would ever count as dead); 1M is about a tenth of one."""
+    prefixes: tuple[int, ...] = ()
+    """Matryoshka prefix ends as latent counts, increasing (e.g. --prefixes 128 --prefixes 512); empty: the ends
+    of the K groups of --groups, the hierarchical SAE's, so the two compare group for group. The whole dictionary
+    is always the last prefix."""
     expansion: float = 1.0
     """Latents per input dimension: n = round(expansion * d_model) (the paper: 1, n = d = 2304)."""
     seed: int = 0
@@ -47,28 +68,47 @@ class SAEConfig:
     def __post_init__(self) -> None:
         check_finite(self, FitError)
         if self.variant not in VARIANTS:
-            raise FitError(f"unknown variant {self.variant!r}: use {' or '.join(VARIANTS)}")
+            raise FitError(f"unknown variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
+        object.__setattr__(self, "prefixes", tuple(int(p) for p in self.prefixes))  # a list from config.json
+        for name, value in _NEUTRAL.items():  # what a variant does not use takes one value, so a grid dedups
+            if name not in self.uses:
+                object.__setattr__(self, name, value)
         if self.l1 < 0:
             raise FitError(f"the L1 weight must be non-negative, got {self.l1}")
-        if self.variant == "hier" and (self.groups < 1 or self.gamma <= 0):
-            raise FitError(f"hier needs groups >= 1 and gamma > 0, got K={self.groups}, gamma={self.gamma}")
+        if self.groups < 1 or self.gamma <= 0:
+            raise FitError(f"{self.variant} needs groups >= 1 and gamma > 0, got K={self.groups}, gamma={self.gamma}")
+        if self.k < 1:
+            raise FitError(f"--k must be at least 1, got {self.k}")
+        if self.aux_alpha < 0 or self.aux_k < 1 or self.dead_tokens < 1:
+            raise FitError(f"need --aux-alpha >= 0, --aux-k >= 1 and --dead-tokens >= 1, got {self.aux_alpha}, "
+                           f"{self.aux_k} and {self.dead_tokens}")
+        if any(p < 1 for p in self.prefixes) or list(self.prefixes) != sorted(set(self.prefixes)):
+            raise FitError(f"--prefixes must be increasing positive latent counts, got {list(self.prefixes)}")
         if self.expansion <= 0:
             raise FitError(f"expansion must be positive, got {self.expansion}")
         if self.norm not in NORMS:
             raise FitError(f"unknown normalisation {self.norm!r}: use one of {', '.join(NORMS)}")
         if self.recon not in RECON_LOSSES:
             raise FitError(f"unknown reconstruction loss {self.recon!r}: use mse or l2")
-        if self.variant == "baseline" and (self.groups, self.gamma) != (1, 1.0):
-            object.__setattr__(self, "groups", 1)  # the baseline has one group of uniform weight
-            object.__setattr__(self, "gamma", 1.0)
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """The architecture fields (:data:`fit.architectures.ARCH_FIELDS`) that make a difference to this SAE."""
+        used = variant(self.variant).uses
+        if "prefixes" in used and self.prefixes and "gamma" not in used:
+            used = tuple(f for f in used if f != "groups")  # groups only placed the default prefixes
+        if "aux_alpha" in used and self.aux_alpha == 0:
+            used = tuple(f for f in used if f not in ("aux_k", "dead_tokens"))
+        return used
 
     @property
     def name(self) -> str:
-        """Run directory name: every field that differs from the paper's defaults appears in it."""
+        """Run directory name: the architecture fields the variant uses, then every other field that differs from
+        the paper's defaults (baseline and hier runs keep the names they always had)."""
         parts = [self.variant]
-        if self.variant == "hier":
-            parts += [f"K{self.groups}", f"g{_fmt(self.gamma)}"]
-        parts.append(f"l{_fmt(self.l1)}")
+        for f in ARCH_FIELDS:
+            if f in self.uses and (part := _name_part(f, getattr(self, f))):
+                parts.append(part)
         if self.expansion != 1.0:
             parts.append(f"x{_fmt(self.expansion)}")
         if self.norm != "layer_norm":
@@ -82,18 +122,52 @@ class SAEConfig:
         n = round(self.expansion * d_model)
         if n < self.groups:
             raise FitError(f"{n} latents cannot form {self.groups} groups: raise --expansion or lower -K")
+        if "k" in self.uses and self.k > n:
+            raise FitError(f"--k {self.k} is more than the {n} latents: lower --k or raise --expansion")
+        if self.prefixes and self.prefixes[-1] > n:
+            raise FitError(f"--prefixes end at {self.prefixes[-1]}, beyond the {n} latents: use ends up to {n}")
         return n
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as config.json holds them: the architecture fields this variant does not use are left out
+        (so the config of a baseline or hier run is what it was before other architectures existed)."""
+        d = asdict(self)
+        for name in _NEUTRAL:
+            if name not in self.uses and name not in _ALWAYS_RECORDED:
+                del d[name]
+        if "prefixes" in d:
+            d["prefixes"] = list(d["prefixes"])  # as JSON reads it back, so a rerun's config compares equal
+        return d
+
+
+_NEUTRAL: dict[str, Any] = {"groups": 1, "prefixes": (), "gamma": 1.0, "l1": 0.0, "k": SAEConfig.k,
+                            "aux_alpha": 0.0, "aux_k": SAEConfig.aux_k, "dead_tokens": SAEConfig.dead_tokens}
+"""The value each architecture field takes in an SAE whose variant does not use it (one per ARCH_FIELDS)."""
+_ALWAYS_RECORDED = ("groups", "gamma", "l1")
+"""Fields config.json held before there were other architectures: recorded for every variant."""
+
+
+def _name_part(name: str, value: Any) -> str:
+    if name == "groups":
+        return f"K{value}"
+    if name == "prefixes":
+        return "p" + "_".join(map(str, value)) if value else ""
+    if name == "aux_alpha":
+        return f"aux{_fmt(value)}" if value else ""
+    if name in ("aux_k", "dead_tokens"):
+        default = getattr(SAEConfig, name)
+        return f"{'ak' if name == 'aux_k' else 'dt'}{value}" if value != default else ""
+    return {"gamma": "g", "l1": "l", "k": "k"}[name] + _fmt(value)
 
 
 def expand_grid(variants: list[str], seeds: list[int], groups: list[int], gammas: list[float], l1s: list[float],
-                **common: Any) -> list[SAEConfig]:
-    """Every combination, with duplicates removed (K and gamma do not apply to the baseline)."""
+                ks: list[int] | None = None, **common: Any) -> list[SAEConfig]:
+    """Every combination, with duplicates removed (fields a variant does not use, e.g. K and gamma for the
+    baseline or k for it, do not multiply it)."""
     out: dict[str, SAEConfig] = {}
-    for variant, seed, n_groups, gamma, l1 in itertools.product(variants, seeds, groups, gammas, l1s):
-        cfg = SAEConfig(variant=variant, seed=seed, groups=n_groups, gamma=gamma, l1=l1, **common)
+    for variant_, seed, n_groups, gamma, l1, k in itertools.product(variants, seeds, groups, gammas, l1s,
+                                                                     ks or [SAEConfig.k]):
+        cfg = SAEConfig(variant=variant_, seed=seed, groups=n_groups, gamma=gamma, l1=l1, k=k, **common)
         out.setdefault(cfg.name, cfg)
     return list(out.values())
 
@@ -138,6 +212,13 @@ class TrainConfig:
     weights. Off, each SAE trains as a stack of its own, one after another each step: the per-SAE loop, kept as
     the comparison the benchmark measures stacking against. Both give the same weights to float32 rounding; a
     pass resumes bit for bit only with the setting it was started with."""
+    sparse: str = "auto"
+    """Compute through the active (row, latent) pairs (fit/sparse.py: the decoder and the backward touch only active
+    latents): ``auto`` for TopK-family SAEs always and for a ReLU-L1 stack once its measured L0 (read at log lines)
+    falls below fit.sparse.RELU_DENSITY_THRESHOLD of its latents (on a CPU; on a GPU the dense step was faster
+    at every density measured, so there never); ``on`` always; ``off`` never (the dense step, the
+    benchmarks' comparison). Like --no-stack it changes rounding, not the SAEs: a pass resumes bit for bit only
+    with the setting it was started with."""
     compile: bool = False
     """torch.compile each stack's forward and backward (needs a C++ compiler on CPU). Off by default: on the 2-core
     CPU we measured, its ~21 s warm-up made a 60-step pass slower (0.91x) though later steps ran 1.29x faster,
@@ -174,6 +255,8 @@ class TrainConfig:
             raise FitError(f"--tokens {self.tokens} is less than one batch of {self.batch_size}")
         if not 0 <= self.holdout < 1:
             raise FitError(f"--holdout must be in [0, 1), got {self.holdout}")
+        if self.sparse not in SPARSE_MODES:
+            raise FitError(f"--sparse must be one of {', '.join(SPARSE_MODES)}, got {self.sparse}")
         if self.data not in DATA_MODES:
             raise FitError(f"--data must be one of {', '.join(DATA_MODES)}, got {self.data}")
         if self.log_every <= 0 or self.checkpoint_every < 0:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fit.architectures.base import fires
 from fit.distributed import World, all_reduce_any, all_reduce_mean
+from fit.sparse import Pairs
 
 
 class StepTimer:
@@ -47,13 +49,15 @@ class StepTimer:
         return self.seconds
 
 
-WINDOW_KEYS = ("loss", "recon", "penalty", "sse", "sst")
-"""What a window sums per member and step (sse and sst become the explained variance)."""
+RATIO_KEYS = ("sse", "sst")
+"""Summed per member and step to become the explained variance (not written themselves)."""
 
 
 @dataclass
 class WindowStats:
-    """A stack's metrics, per member, accumulated on the device between two log lines (read back once per line)."""
+    """A stack's metrics, per member, accumulated on the device between two log lines (read back once per line):
+    the loss, every loss term its architecture reports (``recon``, ``penalty``, and e.g. ``aux``, ``dead``,
+    ``prefix_recon``), the explained variance, L0 and live latents."""
 
     n_members: int
     n_latents: int
@@ -64,23 +68,19 @@ class WindowStats:
     fires_MF: torch.Tensor | None = None
     """Rows each latent was active in (non-zero), over the window: the L0 and the live latents in one pass."""
 
-    def add(self, loss_M: torch.Tensor, parts: dict[str, torch.Tensor], sst_M: torch.Tensor) -> None:
+    def add(self, loss_M: torch.Tensor, parts: dict, sst_M: torch.Tensor) -> None:
         """One step: the members' losses and loss parts (as :class:`fit.stack.SAEStack` gives them), and the total
         sum of squares of each member's normalised batch."""
-        z_MBF = parts["z"].detach()
-        values = {
-            "loss": loss_M.detach(),
-            "recon": parts["recon"].detach(),
-            "penalty": parts["penalty"].detach(),
-            "sse": parts["sq"].detach().sum(dim=-1),
-            "sst": sst_M,
-        }
+        z = parts["z"]
+        values = {"loss": loss_M, **{k: v for k, v in parts.items() if k not in ("z", "sq")},
+                  "sse": parts["sq"].sum(dim=-1), "sst": sst_M}
         for k, v in values.items():
-            self.sums[k] = self.sums[k] + v.float() if k in self.sums else v.float()
-        fires_MF = torch.count_nonzero(z_MBF, dim=-2)
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        fires_MF = fires(z, self.n_latents)
         self.fires_MF = fires_MF if self.fires_MF is None else self.fires_MF + fires_MF
         self.steps += 1
-        self.rows += z_MBF.shape[-2]
+        self.rows += (z.vals if isinstance(z, Pairs) else z).shape[-2]
 
     def flush(self, bounds: list[list[tuple[int, int]]], world: World) -> list[dict[str, float | list[int]]]:
         """Each member's means over the window (and over ranks), given each member's group bounds; then reset."""
@@ -88,7 +88,8 @@ class WindowStats:
         zeros = torch.zeros(self.n_members, device=self.device)
         fires_MF = self.fires_MF if self.fires_MF is not None else torch.zeros(
             self.n_members, self.n_latents, dtype=torch.int64, device=self.device)
-        sums = {k: self.sums.get(k, zeros) for k in WINDOW_KEYS}
+        sums = {k: self.sums.get(k, zeros) for k in ("loss", "recon", "penalty", *RATIO_KEYS)}
+        sums.update(self.sums)
         sums["l0"] = fires_MF.sum(dim=-1).double() / max(self.rows, 1)
         sums = all_reduce_mean(sums, world)
         keys = list(sums)
@@ -96,7 +97,8 @@ class WindowStats:
         fired_MF = all_reduce_any(fires_MF > 0, world).cpu()
         out = []
         for m, member_bounds in enumerate(bounds):
-            line: dict[str, float | list[int]] = {k: table[k][m] / n for k in ("loss", "recon", "penalty")}
+            line: dict[str, float | list[int]] = {k: table[k][m] / n for k in keys
+                                                  if k not in ("l0", *RATIO_KEYS)}
             line["l0"] = table["l0"][m]
             sse, sst = table["sse"][m], table["sst"][m]
             line["explained_variance"] = 1 - sse / sst if sst else float("nan")

@@ -1,8 +1,9 @@
 """The SAE module: input normalisation, the architecture's encoder, linear decoder with unit-norm rows.
 
-Baseline and hierarchical SAEs are the same class and architecture (:mod:`fit.architectures`); only the penalty
-vector ``w_F`` differs. Training runs SAEs as stacks (:mod:`fit.stack`), whose members' slices are exactly this
-module's tensors; this module is what a finished SAE is loaded, evaluated, browsed and exported as.
+Every architecture (:mod:`fit.architectures`) is this one class: what differs (encoder activation, loss, buffers such
+as the penalty weights ``w_F`` or BatchTopK's ``threshold``) is its ``arch``. Training runs SAEs as stacks
+(:mod:`fit.stack`), whose members' slices are exactly this module's tensors; this module is what a finished SAE is
+loaded, evaluated, browsed and exported as.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from fit import functional as fn
-from fit.architectures import ARCHITECTURES
+from fit.architectures import architecture
 from fit.config import SAEConfig
 
 
@@ -52,17 +53,22 @@ class SAE(nn.Module):
                  store_std: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.arch = ARCHITECTURES[cfg.variant]
         self.d_model = d_model
         self.n_latents = n = cfg.n_latents(d_model)
+        self.arch = architecture(cfg, n)
         g = torch.Generator().manual_seed(cfg.seed)
         W_dec = fn.unit_rows(torch.randn(n, d_model, generator=g))
         self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())  # D x F: tied at initialisation
         self.b_enc = nn.Parameter(torch.zeros(n))
         self.W_dec = nn.Parameter(W_dec)  # F x D, unit-norm rows
         self.b_dec = nn.Parameter(torch.zeros(d_model))
-        for name, value in self.arch.buffers(cfg, n).items():
+        own = self.arch.buffers()
+        self.arch_buffers = tuple(own)  # saved with the weights; a stack stacks them per member
+        for name, value in own.items():
             self.register_buffer(name, value)
+        if "w_F" not in own:
+            # No L1 penalty: zero weights, not saved, so whatever reports an SAE's penalty reports 0 for it.
+            self.register_buffer("w_F", torch.zeros(n), persistent=False)
         if cfg.norm == "store_stats":
             if store_mean is None or store_std is None:
                 raise ValueError("norm='store_stats' needs the store's per-dimension mean and std")
@@ -74,13 +80,16 @@ class SAE(nn.Module):
 
     @property
     def group_bounds(self) -> list[tuple[int, int]]:
-        return fn.group_bounds(self.n_latents, self.cfg.groups)
+        """[start, stop) of each latent group its metrics report (penalty groups; Matryoshka's prefix segments)."""
+        return [tuple(b) for b in self.arch.group_bounds]
 
     def normalise(self, x_BD: torch.Tensor) -> Normalised:
         stats = (self.norm_mean, self.norm_std) if self.cfg.norm == "store_stats" else (None, None)
         return normalise(x_BD, self.cfg.norm, *stats)
 
     def encode(self, x_n_BD: torch.Tensor) -> torch.Tensor:
+        """Inference latents of normalised rows (BatchTopK and Matryoshka: above the threshold estimated in
+        training)."""
         return self.arch.encode(x_n_BD, self.W_enc, self.b_enc, dict(self.named_buffers()))
 
     def decode(self, z_BF: torch.Tensor) -> torch.Tensor:

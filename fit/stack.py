@@ -1,15 +1,16 @@
 """M SAEs of one shape as one batched computation: stacked weights, one encoder matmul, one decoder matmul.
 
-SAEs of one shape (d_model, n_latents, architecture) may differ in everything else: penalty weights (baseline and
-hier), seed, normalisation and reconstruction loss. Their parameters are stacked along a leading member dimension
-M (``W_enc (M, D, F)``, ``b_enc (M, F)``, ``W_dec (M, F, D)``, ``b_dec (M, D)``, the architecture's buffers
-likewise), so a training step is a few batched matmuls (``torch.matmul`` over the member dimension) instead of M
-Python-level steps, and AdamW, being elementwise, steps the stack exactly as it would step each SAE. Member m's
-slices are exactly the tensors of an :class:`fit.sae.SAE` (:meth:`SAEStack.member_state`), which is what run
-directories and checkpoints hold, one SAE per file as before.
+SAEs of one shape (d_model, n_latents, architecture key: the architecture with its stack-wide settings such as k) may
+differ in everything else: penalty weights (baseline and hier), seed, normalisation and reconstruction loss. Their
+parameters are stacked along a leading member dimension M (``W_enc (M, D, F)``, ``b_enc (M, F)``,
+``W_dec (M, F, D)``, ``b_dec (M, D)``, the architecture's buffers likewise), so a training step is a few batched matmuls
+(``torch.matmul`` over the member dimension) instead of M Python-level steps, and AdamW, being elementwise, steps the
+stack exactly as it would step each SAE. Member m's slices are exactly the tensors of an :class:`fit.sae.SAE`
+(:meth:`SAEStack.member_state`), which is what run directories and checkpoints hold, one SAE per file as before.
 
-The stack is generic over the architecture (:mod:`fit.architectures`): it calls the architecture's ``encode`` and
-``penalty`` with the members first; the normalisation, decoder and reconstruction loss are the stack's own.
+The stack is generic over the architecture (:mod:`fit.architectures`): the architecture's ``loss`` computes the
+members' training losses from the stacked tensors (members first), so the architecture, not the stack, says what is
+minimised; the stack gives it the normalised batch and each member's reconstruction-loss kind.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from fit import functional as fn
+from fit.architectures import Batch
 from fit.sae import SAE, Normalised, normalise
 
 MEMBER_PARAMS = ("W_enc", "b_enc", "W_dec", "b_dec")
@@ -33,7 +35,7 @@ class SAEStack(nn.Module):
     def __init__(self, saes: list[SAE]) -> None:
         super().__init__()
         first = saes[0]
-        shapes = {(s.d_model, s.n_latents, s.arch.name) for s in saes}
+        shapes = {(s.d_model, s.n_latents, s.arch.key) for s in saes}
         if len(shapes) != 1:
             raise ValueError(f"a stack holds SAEs of one shape and architecture, got {sorted(shapes)}")
         self.cfgs = [s.cfg for s in saes]
@@ -41,7 +43,12 @@ class SAEStack(nn.Module):
         self.d_model, self.n_latents = first.d_model, first.n_latents
         for name in MEMBER_PARAMS:
             setattr(self, name, nn.Parameter(torch.stack([getattr(s, name).detach() for s in saes])))
-        self.member_buffers = tuple(name for name, _ in first.named_buffers() if name not in NORM_BUFFERS)
+        self.member_buffers = first.arch_buffers
+        self.sparse_mode = "auto"
+        """``TrainConfig.sparse``: ``auto``, ``on`` (always through active pairs) or ``off`` (always dense)."""
+        self.sparse = False
+        """Under ``auto``, whether a stack of dense-by-construction latents (ReLU-L1) has become sparse enough to step
+        through pairs (decided from its measured L0 at log lines, :mod:`fit.trainee`; checkpointed)."""
         for name in self.member_buffers:
             self.register_buffer(name, torch.stack([getattr(s, name) for s in saes]))
         with_stats = [s for s in saes if s.cfg.norm == "store_stats"]
@@ -59,6 +66,13 @@ class SAEStack(nn.Module):
             order = torch.cat([getattr(self, f"recon_{kind}") for kind in self._recon_kinds])
             self.register_buffer("recon_order", torch.argsort(order), persistent=False)
 
+    @property
+    def uses_pairs(self) -> bool:
+        """Whether this step computes through the active (row, latent) pairs (:mod:`fit.sparse`)."""
+        if self.sparse_mode != "auto":
+            return self.sparse_mode == "on"
+        return self.arch.sparse_latents or self.sparse
+
     def __len__(self) -> int:
         return len(self.cfgs)
 
@@ -75,13 +89,13 @@ class SAEStack(nn.Module):
 
     def forward(self, x_n: torch.Tensor, l1_scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Each member's training loss ``(M,)`` on its normalised rows ``x_n`` (from :meth:`inputs`), and its parts:
-        reconstruction and penalty ``(M,)``, latents ``z (M, B, F)``, squared errors per row ``sq (M, B)``."""
+        latents ``z`` (dense ``(M, B, F)`` or pairs), squared errors per row ``sq (M, B)``, and the loss terms the
+        architecture logs, each ``(M,)`` (``recon`` and ``penalty`` always). Architectures with training state
+        (BatchTopK's threshold, AuxK's counters) update their buffers here."""
         buffers = {name: getattr(self, name) for name in self.member_buffers}
-        z = self.arch.encode(x_n, self.W_enc, self.b_enc.unsqueeze(1), buffers)
-        sq = fn.squared_error(x_n, fn.decode(z, self.W_dec, self.b_dec.unsqueeze(1)))
-        recon = self._reconstruction(sq)
-        penalty = self.arch.penalty(z, buffers)
-        return recon + l1_scale * penalty, {"recon": recon, "penalty": penalty, "z": z, "sq": sq}
+        out = self.arch.loss(Batch(x_n, self.W_enc, self.b_enc.unsqueeze(1), self.W_dec, self.b_dec.unsqueeze(1),
+                                   buffers, self._reconstruction, l1_scale, self.uses_pairs))
+        return out.loss, {"z": out.z, "sq": out.sq, **out.terms}
 
     def _reconstruction(self, sq_MB: torch.Tensor) -> torch.Tensor:
         if len(self._recon_kinds) == 1:

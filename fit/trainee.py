@@ -19,6 +19,7 @@ from fit.metrics import StepTimer, WindowStats
 from fit.optim import ConstrainedAdamW
 from fit.runs import RunDir
 from fit.sae import SAE
+from fit.sparse import relu_density_threshold
 from fit.stack import SAEStack, SharedNorms
 from fit.tracking import NoTracker, Tracker
 
@@ -63,19 +64,23 @@ class StackTrainer:
     """bf16 autocast of the forward pass (on CUDA only)."""
     timer: StepTimer
     window: WindowStats
+    auto_sparse: bool = False
+    """``--sparse auto``: a ReLU-L1 stack switches to the pair path at the log line its L0 falls low enough."""
     members: list[Trainee] = field(default_factory=list)
     """The SAE in each slot, in slot order."""
 
     @classmethod
     def create(cls, saes: list[SAE], cfg: TrainConfig, world: World, device: torch.device) -> StackTrainer:
         stack = SAEStack(saes).to(device)
+        stack.sparse_mode = cfg.sparse
         opt = ConstrainedAdamW(stack.parameters(), [stack.W_dec], lr=cfg.lr, betas=cfg.adam_betas,
                                weight_decay=cfg.weight_decay)
         loss_fn = wrap(stack, world, device)
         if cfg.compile:
             loss_fn = torch.compile(loss_fn)
         return cls(stack, loss_fn, opt, Schedule.of(cfg), cfg.autocast_bf16 and device.type == "cuda",
-                   StepTimer(device), WindowStats(len(stack), stack.n_latents, device))
+                   StepTimer(device), WindowStats(len(stack), stack.n_latents, device),
+                   cfg.sparse == "auto" and not stack.arch.sparse_latents)
 
     def update(self, step: int, x_BD: torch.Tensor, norms: SharedNorms) -> None:
         """One optimiser step of every member on the batch ``x_BD``; metrics accumulate in ``window`` on the device
@@ -98,7 +103,13 @@ class StackTrainer:
         window."""
         sched = {"lr": self.schedule.lr_at(step), "l1_scale": self.schedule.l1_scale_at(step)}
         bounds = [t.group_bounds for t in self.members]
-        return [{**sched, **window} for window in self.window.flush(bounds, world)]
+        windows = self.window.flush(bounds, world)
+        if self.auto_sparse:
+            # Read where the metrics already synchronised (never a per-step read-back); every rank sees the same
+            # reduced L0, so all switch at the same step. The densest member decides for the stack.
+            densest = max(w["l0"] for w in windows) / self.stack.n_latents
+            self.stack.sparse = densest < relu_density_threshold(self.stack.W_enc.device)
+        return [{**sched, "pairs": self.stack.uses_pairs, **window} for window in windows]
 
     def optimizer_state(self, m: int) -> dict:
         """Member ``m``'s optimiser state, as the optimiser of that SAE alone would hold it."""

@@ -218,7 +218,7 @@ def _trainees(cfg: TrainConfig, store: ActivationStore, todo: list[tuple[SAEConf
                 "group_bounds": sae.group_bounds,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             })
-        key = (sae.n_latents, sae.arch.name) if cfg.stack else sae_cfg.name
+        key = (sae.n_latents, sae.arch.key) if cfg.stack else sae_cfg.name
         stacks.setdefault(key, []).append((sae_cfg, run, sae))
     trainees = {}
     for members in stacks.values():
@@ -331,6 +331,8 @@ def _finish(t: Trainee, cfg: TrainConfig, store: ActivationStore, n_steps: int, 
     final = metrics[-1] if metrics else {}
     summary = {
         "name": t.cfg.name,
+        "architecture": sae.arch.name,
+        "sae": t.cfg.to_dict(),
         "steps": n_steps,
         "tokens": n_steps * cfg.batch_size,
         "sae_seconds": t.seconds(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,3 +51,41 @@ def assert_one_line_error(result: CliResult, *fragments: str) -> None:
     assert len(errors) == 1, result.stderr
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
+
+
+# Imports the pipeline once, then forks a child per fit in turn (a real process, which SIGKILLs itself at its kill
+# point), which saves each one the seconds of importing torch. The parent has run no torch op, so forking it is
+# safe. One thread each: these tiny SAEs run many times faster so on a busy machine.
+FORKER = """
+import json, os, sys
+import datasets, transformers  # what every command's logging set-up imports
+import fit.trainer
+from pipeline.cli import main
+transformers.utils.logging.set_verbosity_error()
+datasets.utils.logging.disable_progress_bar()
+status = {}
+for label, env, argv in json.loads(sys.stdin.read()):
+    pid = os.fork()
+    if pid == 0:
+        os.environ.update(env)
+        sys.argv = ["pipeline", *argv]
+        try:
+            main()
+        except SystemExit as exc:
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        os._exit(0)
+    status[label] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(json.dumps(status))
+"""
+
+
+def forked_fits(jobs: list[tuple[str, dict, list]], stderr: list[str] | None = None) -> dict[str, int]:
+    """Run each job's (label, env, pipeline arguments) in its own process, in order; their exit codes (-9 for
+    SIGKILL). Their stderr, all together, is appended to ``stderr`` if given."""
+    payload = json.dumps([(label, env, list(map(str, argv))) for label, env, argv in jobs])
+    done = subprocess.run([sys.executable, "-c", FORKER], input=payload, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    if stderr is not None:
+        stderr.append(done.stderr)
+    return json.loads(done.stdout.splitlines()[-1])

@@ -6,7 +6,17 @@ import json
 
 import click
 
-from fit.config import DATA_MODES, NORMS, RECON_LOSSES, TRACKERS, VARIANTS, SAEConfig, TrainConfig, expand_grid
+from fit.config import (
+    DATA_MODES,
+    NORMS,
+    RECON_LOSSES,
+    SPARSE_MODES,
+    TRACKERS,
+    VARIANTS,
+    SAEConfig,
+    TrainConfig,
+    expand_grid,
+)
 from pipeline.cli.console import console, progress_bar
 from pipeline.cli.options import Opt, config_kwargs, config_options
 
@@ -16,15 +26,19 @@ SAE_OPTIONS = {
     "groups": Opt(names=("-K", "--groups"), multiple=True),
     "gamma": Opt(names=("--gamma",), multiple=True),
     "l1": Opt(names=("--l1",), multiple=True),
+    "k": Opt(names=("--k",), multiple=True),
+    "prefixes": Opt(names=("--prefixes",), metavar="END"),
     "norm": Opt(choices=NORMS),
     "recon": Opt(choices=RECON_LOSSES),
 }
-"""The SAE grid: every combination of the repeatable options is trained."""
+"""The SAE grid: every combination of the repeatable options is trained (an option a variant does not use, such
+as --k for hier or --l1 for topk, does not multiply that variant)."""
 
 TRAIN_OPTIONS = {
     "lr_warmup_steps": Opt(names=("--lr-warmup",)),
     "l1_warmup_steps": Opt(names=("--l1-warmup",)),
     "data": Opt(choices=DATA_MODES),
+    "sparse": Opt(choices=SPARSE_MODES),
     "track": Opt(choices=TRACKERS),
     "autocast_bf16": Opt(names=("--bf16",)),
     "verify_checksums": Opt(names=("--no-verify-checksums",), switch_off=True,
@@ -41,8 +55,9 @@ def fit_options(command):
 def sae_grid(values: dict) -> list[SAEConfig]:
     """The SAEs the grid options ask for (taken out of ``values``)."""
     sae = config_kwargs(SAEConfig, values)
-    grid = {axis: list(sae.pop(axis)) for axis in ("variant", "seed", "groups", "gamma", "l1")}
-    return expand_grid(grid["variant"], grid["seed"], grid["groups"], grid["gamma"], grid["l1"], **sae)
+    grid = {axis: list(sae.pop(axis)) for axis in ("variant", "seed", "groups", "gamma", "l1", "k")}
+    sae["prefixes"] = tuple(sae["prefixes"])
+    return expand_grid(grid["variant"], grid["seed"], grid["groups"], grid["gamma"], grid["l1"], grid["k"], **sae)
 
 
 @click.command()

@@ -4,13 +4,11 @@ one-line refusals of a bad --out or an unfinished store."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
+from cli_helpers import assert_one_line_error, forked_fits, pipeline_subprocess, run_cli
 from safetensors.torch import load_file
 from synthetic import make_meta, synthetic_rows, write_store
 
@@ -34,44 +32,6 @@ def fit_args(store, grid):
 
 def weights(run):
     return load_file(str(run / "sae.safetensors"))
-
-
-# Imports the pipeline once, then forks a child per fit in turn (a real process, which SIGKILLs itself at its kill
-# point), which saves each one the seconds of importing torch. The parent has run no torch op, so forking it is
-# safe. One thread each: these tiny SAEs run many times faster so on a busy machine.
-FORKER = """
-import json, os, sys
-import datasets, transformers  # what every command's logging set-up imports
-import fit.trainer
-from pipeline.cli import main
-transformers.utils.logging.set_verbosity_error()
-datasets.utils.logging.disable_progress_bar()
-status = {}
-for label, env, argv in json.loads(sys.stdin.read()):
-    pid = os.fork()
-    if pid == 0:
-        os.environ.update(env)
-        sys.argv = ["pipeline", *argv]
-        try:
-            main()
-        except SystemExit as exc:
-            os._exit(exc.code if isinstance(exc.code, int) else 1)
-        os._exit(0)
-    status[label] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-print(json.dumps(status))
-"""
-
-
-def forked_fits(jobs: list[tuple[str, dict, list]], stderr: list[str] | None = None) -> dict[str, int]:
-    """Run each job's (label, env, pipeline arguments) in its own process, in order; their exit codes (-9 for
-    SIGKILL). Their stderr, all together, is appended to ``stderr`` if given."""
-    payload = json.dumps([(label, env, list(map(str, argv))) for label, env, argv in jobs])
-    done = subprocess.run([sys.executable, "-c", FORKER], input=payload, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr
-    if stderr is not None:
-        stderr.append(done.stderr)
-    return json.loads(done.stdout.splitlines()[-1])
 
 
 ONE = ["--variant", "baseline"]

@@ -114,7 +114,7 @@ def test_every_generated_option_has_the_configs_help_and_default(command, config
 
 def test_experiment_offers_every_fit_option():
     fit, experiment = _options(cli.commands["fit"]), _options(cli.commands["experiment"])
-    grid_axes = {"variant", "seed", "groups", "gamma", "l1"}  # the experiment's grid sets these itself
+    grid_axes = {"variant", "seed", "groups", "gamma", "l1", "k"}  # the experiment's grid sets these itself
     missing = set(fit) - set(experiment) - grid_axes - {"as_json"}
     assert not missing, f"pipeline experiment lacks fit's {sorted(missing)}"
     assert "storage_options" in experiment
