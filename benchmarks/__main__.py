@@ -10,14 +10,15 @@ from rich.table import Table
 from benchmarks.common import BenchReport, machine_info
 from pipeline.cli.console import console, setup_logging
 
-SECTIONS = ("harvest", "store", "fit", "s3")
+SECTIONS = ("harvest", "store", "fit", "s3", "peers", "sparse")
 
 
 @click.command()
 @click.option("--only", default=",".join(SECTIONS), show_default=True, help="Comma-separated sections to run.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results.json"), show_default=True)
 @click.option("--workdir", default=None, help="Where temporary stores go (default: the system temp dir).")
-def main(only: str, out: Path, workdir: str | None) -> None:
+@click.option("--device", default="cpu", show_default=True, help="Where the sparse and peers sections train.")
+def main(only: str, out: Path, workdir: str | None, device: str) -> None:
     setup_logging(0)
     report = BenchReport(machine=machine_info())
     for section in only.split(","):
@@ -37,6 +38,14 @@ def main(only: str, out: Path, workdir: str | None) -> None:
             from benchmarks import s3_bench
 
             s3_bench.run(report, workdir=workdir)
+        elif section == "peers":
+            from benchmarks import peer_bench
+
+            peer_bench.run(report, device=device, workdir=workdir)
+        elif section == "sparse":
+            from benchmarks import sparse_bench
+
+            sparse_bench.run(report, device=device)
         else:
             raise click.BadParameter(f"unknown section {section!r}; choose from {', '.join(SECTIONS)}")
     table = Table(title="benchmarks (ratios measured back to back in this run)", title_justify="left")
@@ -48,6 +57,8 @@ def main(only: str, out: Path, workdir: str | None) -> None:
         table.add_row(f.name, f"{f.ours:,.3g} {f.unit}", f"{f.baseline:,.3g} {f.unit}", f"{f.ratio:.2f}", verdict,
                       f.baseline_name, f.note)
     console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/yellow]")
     report.write(out)
     console.print(f"wrote {out}")
 

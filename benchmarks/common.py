@@ -38,6 +38,8 @@ class Figure:
 class BenchReport:
     figures: list[Figure] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """What a section could not measure, and why (a peer that is not installed), so nothing is left out silently."""
 
     def add(self, figure: Figure) -> None:
         self.figures.append(figure)
@@ -46,6 +48,7 @@ class BenchReport:
         return {
             "machine": self.machine,
             "figures": [{**asdict(f), "ratio": f.ratio, "meets_target": f.meets_target} for f in self.figures],
+            "notes": self.notes,
         }
 
     def write(self, path: Path) -> None:
