@@ -30,6 +30,19 @@ def evaluate(runs: tuple[str, ...], as_json: bool, **options) -> None:
         console.print(f"[green]{r.name}[/green]: MSE {r.mse:.4g}, explained variance "
                       f"{r.explained_variance:.3f}, L0 {r.l0:.1f}, active features {r.active_features}{kl}",
                       highlight=False)
+        if r.absorption is not None:
+            console.print(f"  absorption: {_absorption_line(r.absorption)}", highlight=False)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in r.to_dict().items() if not k.startswith("feature_")}
                                for r in results], indent=2))
+
+
+def _absorption_line(a) -> str:
+    """One line: the means, how many letters qualified, and the caveats a reader needs."""
+    if a.mean_full_absorption is None:
+        return f"no letter's probe is good enough (F1 > {a.min_probe_f1}) on {a.test_words} test words: use more words"
+    caveats = ([f"only {len(a.letters)} letters qualify (SAEBench asks {a.min_letters})"] if not a.enough_letters
+               else []) + ([f"L0 {a.sae_l0:.0f} is dense: absorption means little"] if a.sae_l0 > 300 else [])
+    return (f"mean full absorption {a.mean_full_absorption:.3f}, mean absorption fraction "
+            f"{a.mean_absorption_fraction:.3f} over {len(a.letters)} letters (probe accuracy "
+            f"{a.probe_test_accuracy:.2f}, {a.words} words)" + "".join(f"; {c}" for c in caveats))

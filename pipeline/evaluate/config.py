@@ -25,6 +25,18 @@ class EvaluateConfig:
     """Contexts per LM forward pass."""
     device: str = "auto"
     """Device to evaluate on: auto (CUDA when there is a GPU), cpu, cuda or cuda:N."""
+    absorption: bool = False
+    """Measure feature absorption on first-letter spelling prompts (SAEBench's definitions; docs/metrics.md)."""
+    absorption_words: int | None = None
+    """Words of the tokenizer's alphabetic vocabulary to use, drawn with --absorption-seed (default: all of them
+    on CUDA, 2000 on CPU)."""
+    absorption_words_file: str | None = None
+    """Use the words of this file (one a line, all of them unless --absorption-words is given) instead of the
+    tokenizer's alphabetic vocabulary."""
+    absorption_seed: int = 42
+    """Seed of the word subsample, the probe's train/test split, the in-context examples and the probes."""
+    absorption_cache: str | None = None
+    """Folder for the cached prompts, activations and probes (default: STORE.probes beside a local store)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runs", tuple(str(r) for r in self.runs))
@@ -34,3 +46,6 @@ class EvaluateConfig:
             raise PipelineError(f"--kl-contexts must be at least 1, got {self.kl_contexts}")
         if self.batch_contexts < 1:
             raise PipelineError(f"--batch-contexts must be at least 1, got {self.batch_contexts}")
+        if self.absorption_words is not None and self.absorption_words < 60:
+            raise PipelineError(f"--absorption-words must be at least 60 (the test split needs 11 words for its "
+                                f"in-context examples), got {self.absorption_words}")

@@ -222,6 +222,98 @@ class Behaviour(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AbsorptionLetter(Record):
+    """One first letter that qualified for the absorption metric (its probe's test F1 above the bar)."""
+
+    letter: str
+    """The letter, lower case."""
+    test_words: int
+    """Test-split words that start with it."""
+    probe_f1: float
+    """F1 of the letter's logistic-regression probe on the test words (logit > 0 predicts the letter)."""
+    probe_true_positives: int
+    """Test words of the letter on which the probe fires: the words the absorption rates are fractions of."""
+    main_latents: list[int]
+    """The letter's main latents: the k-sparse probe's latents at the k the F1-jump rule stopped at."""
+    main_latents_f1: float
+    """Test F1 of the k-sparse probe on those main latents."""
+    full_absorptions: int
+    """Probe true positives fully absorbed (main latents silent, one aligned latent carrying the projection)."""
+    full_absorption_rate: float = _title("full absorption", "fraction")
+    """full_absorptions / probe_true_positives."""
+    absorption_fraction: float = _title("absorption fraction", "fraction")
+    """Mean over the probe true positives of the absorption fraction (docs/metrics.md)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbsorptionExcluded(Record):
+    """A letter left out of the absorption means, and why."""
+
+    letter: str
+    """The letter, lower case."""
+    reason: str
+    """Why it was left out (e.g. its probe's F1 is at or below the bar)."""
+    test_words: int
+    """Test-split words that start with it."""
+    probe_f1: float
+    """Its probe's test F1."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbsorptionRecord(Record):
+    """Feature absorption on first-letter spelling (Chanin et al. 2024; SAEBench's absorption eval), in raw
+    residual units (docs/metrics.md). Means are over the qualifying letters only."""
+
+    mean_full_absorption: float | None = _optional_title("full absorption")
+    """Mean over qualifying letters of the full-absorption rate (absent when no letter qualifies)."""
+    mean_absorption_fraction: float | None = _optional_title("absorption fraction")
+    """Mean over qualifying letters of the absorption fraction (absent when no letter qualifies)."""
+    mean_main_latents: float | None = None
+    """Mean over qualifying letters of the number of main latents (SAEBench's mean_num_split_features)."""
+    letters: list[AbsorptionLetter]
+    """Per qualifying letter, a to z."""
+    excluded_letters: list[AbsorptionExcluded]
+    """Letters left out of the means, each with its reason: never dropped silently."""
+    enough_letters: bool
+    """Whether at least min_letters letters qualified (SAEBench refuses to score with fewer)."""
+    min_letters: int
+    """SAEBench's minimum number of qualifying letters (min_feats_for_eval)."""
+    min_probe_f1: float
+    """A letter qualifies when its probe's test F1 exceeds this (SAEBench's min_GT_probe_f1)."""
+    sae_l0: float
+    """The SAE's mean L0 on the test prompts' word positions: absorption means little for dense SAEs (L0 in
+    the hundreds)."""
+    model: str
+    """The LM the prompts ran through (the store's)."""
+    layer: int
+    """Decoder layer whose output (the residual stream after it) the probe and the SAE read."""
+    words: int
+    """Vocabulary words used (train + test)."""
+    train_words: int
+    """Words the probe and the k-sparse probes were trained on."""
+    test_words: int
+    """Words the probe F1, the k-sparse F1 and the absorption were measured on."""
+    vocabulary_words: int
+    """Alphabetic single-token words in the tokenizer (SAEBench's vocabulary), before any subsampling."""
+    words_file: str | None = None
+    """The word list file passed, when the words were not drawn from the tokenizer."""
+    seed: int
+    """Seed of the word subsample, the train/test split, the in-context examples and the probes' training."""
+    prompt_template: str
+    """The prompt after the in-context examples, {word} standing for the word."""
+    icl_examples: int
+    """In-context examples before each prompt."""
+    word_position: int
+    """Position read, counted from the prompt's end (-1 is its last token): the word's last token."""
+    probe_test_accuracy: float
+    """26-way accuracy (argmax of the probe's logits) on the test words."""
+    cache: str
+    """The folder of the cached prompts, activations and probe this score was computed from."""
+    seconds: float
+    """Seconds scoring this SAE took (k-sparse probes and absorption), the cache's build excluded."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunRecord(Record):
     """Which run was evaluated, on which store, after what training."""
 
@@ -247,6 +339,9 @@ class EvalRecord(Behaviour, Reconstruction, RunRecord):
     """One run's evaluation, RUN/eval.json: one flat object of the run's, the reconstruction's and the LM's
     fields (the LM's are absent when evaluated with --no-kl)."""
 
+    absorption: AbsorptionRecord | None = None
+    """Feature absorption (``pipeline evaluate --absorption``); absent when not measured."""
+
     def metric(self, name: str) -> Any:
         """A metric by its field name (None where not measured); unknown names are a bug, not a user error."""
         if name not in _field_names(EvalRecord):
@@ -269,7 +364,7 @@ class EvalRecord(Behaviour, Reconstruction, RunRecord):
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of eval.json, from the record's fields, types and docstrings."""
-    nested = (StoreRecord, TrainRecord, GroupStats)
+    nested = (StoreRecord, TrainRecord, GroupStats, AbsorptionRecord, AbsorptionLetter, AbsorptionExcluded)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "docs/eval-schema.json",

@@ -16,7 +16,7 @@ from harvest.lm import Splicer, load_store_lm
 from pipeline.errors import PipelineError
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.evaluate.metrics import ReconstructionAccumulator, ce_recovered, cross_entropy_per_token, kl_per_token
-from pipeline.evaluate.record import Behaviour, EvalRecord, Reconstruction, StoreRecord, TrainRecord
+from pipeline.evaluate.record import AbsorptionRecord, Behaviour, EvalRecord, Reconstruction, StoreRecord, TrainRecord
 from store.device import resolve_device
 from store.reader import ActivationStore, open_store
 
@@ -59,8 +59,10 @@ def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[E
             raise PipelineError(f"{members[0].run} has no held-out rows (trained with --holdout 0)")
         recon = _reconstruction(store, heldout, members, dev, on_progress)
         behaviour = _behaviour(store, heldout, members, cfg, dev, on_progress) if cfg.kl else {}
+        absorption = _absorption(store, url, members, cfg, dev) if cfg.absorption else _earlier_absorption(members)
         for m in members:
-            record = _record(m, store, url, heldout, recon[m.run.name], behaviour.get(m.run.name, Behaviour()))
+            record = _record(m, store, url, heldout, recon[m.run.name], behaviour.get(m.run.name, Behaviour()),
+                             absorption.get(m.run.name))
             record.write(m.run.eval_path)
             _log_record(record)
             records.append(record)
@@ -82,8 +84,31 @@ def _group_by_store(cfg: EvaluateConfig, dev: torch.device) -> dict[tuple[str, t
     return by_store
 
 
+def _absorption(store: ActivationStore, url: str, members: list[Member], cfg: EvaluateConfig,
+                dev: torch.device) -> dict[str, AbsorptionRecord]:
+    from pipeline.evaluate.absorption import absorption_records
+
+    return absorption_records(store, url, {m.run.name: m.sae for m in members}, words=cfg.absorption_words,
+                              words_file=cfg.absorption_words_file, seed=cfg.absorption_seed,
+                              cache_dir=cfg.absorption_cache, device=dev, model=cfg.model)
+
+
+def _earlier_absorption(members: list[Member]) -> dict[str, AbsorptionRecord]:
+    """Absorption measured by an earlier --absorption run, kept when evaluating again without it (a finished SAE
+    does not change, and its absorption took the longest to measure)."""
+    out = {}
+    for m in members:
+        try:
+            earlier = EvalRecord.read(m.run.eval_path).absorption if m.run.eval_path.exists() else None
+        except PipelineError:  # written by another version: nothing to keep
+            earlier = None
+        if earlier is not None:
+            out[m.run.name] = earlier
+    return out
+
+
 def _record(m: Member, store: ActivationStore, url: str, heldout: tuple[int, int], recon: Reconstruction,
-            behaviour: Behaviour) -> EvalRecord:
+            behaviour: Behaviour, absorption: AbsorptionRecord | None = None) -> EvalRecord:
     """The run's eval.json: which run and store, its training summary, and what was measured."""
     store_record = StoreRecord.from_dict(
         {"url": url, **m.config["store"], "architecture": store.meta.model.architecture,
@@ -94,7 +119,7 @@ def _record(m: Member, store: ActivationStore, url: str, heldout: tuple[int, int
                         stack_size=training.get("stack_size", 1), final=training["final"])
     return EvalRecord(name=m.run.name, run_dir=str(m.run), sae=m.config["sae"], n_latents=m.sae.n_latents,
                       group_bounds=[list(b) for b in m.sae.group_bounds], store=store_record, train=train,
-                      **recon.field_values(), **behaviour.field_values())
+                      **recon.field_values(), **behaviour.field_values(), absorption=absorption)
 
 
 def _log_record(r: EvalRecord) -> None:
