@@ -20,8 +20,14 @@ DEMO_DIR ?= demo
 DEMO_TOKENS ?= 100000
 DEMO_LAYER ?= 13
 # The demo store is small (95k training rows), so the demo SAEs make several passes over it.
-DEMO_FIT_TOKENS ?= 1500000
+DEMO_FIT_TOKENS ?= 1000000
 DEMO_SEEDS ?= --seed 0 --seed 1 --seed 2
+# The demo's small sweep (one seed, --no-stack like the main fit): baseline and hier at two more lambdas, TopK at two
+# k, so each has a frontier of its own; the main fit's lambda = 0.04 runs join the L1 ones. Absorption is measured
+# on the sweep's SAEs only: the lambda = 0.04 ones are dense (L0 in the hundreds), where it means little.
+DEMO_SWEEP ?= --sweep-variant baseline --sweep-variant hier --sweep-variant topk --sweep-l1 0.64 --sweep-l1 2.56 \
+	--sweep-k 32 --sweep-k 128
+DEMO_ABSORPTION ?= --absorption --absorption-words 2000
 DEMO_STORE := $(DEMO_DIR)/store.zarr
 DEMO_RUNS := $(DEMO_DIR)/runs
 
@@ -29,7 +35,7 @@ PAPER_DIR ?= runs/paper
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser-deps demo demo-paper harvest fit report paper test lint bench clean-demo
+.PHONY: setup browser-deps demo demo-paper harvest fit report paper test lint bench bench-peers-env clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +56,8 @@ setup: $(VENV)/.installed
 browser-deps: /usr/bin/chromium
 
 # --no-stack: on a CPU the per-SAE loop is the faster one, and it keeps each SAE's compute time its own, which the
-# report's training-time row (the paper's +15% claim) needs.
+# report's training-time row (the paper's +15% claim) needs. The report ends by printing the paper's claims table and
+# writing it into README.md's findings block ("What the demo found").
 demo: setup
 	$(PY) -m pipeline demo-assets
 	$(PIPELINE) harvest --model $(HFG_CACHE)/gemma-3-270m --dataset $(HFG_CACHE)/demo-corpus.jsonl \
@@ -60,8 +67,10 @@ demo: setup
 	$(PIPELINE) fit --store $(DEMO_STORE) --out $(DEMO_RUNS) --variant baseline --variant hier $(DEMO_SEEDS) \
 		--tokens $(DEMO_FIT_TOKENS) --no-stack
 	$(PIPELINE) evaluate $(DEMO_RUNS)
-	$(PIPELINE) report $(DEMO_RUNS) --out $(DEMO_DIR)/report
 	$(PIPELINE) browse $(DEMO_RUNS) --model $(HFG_CACHE)/gemma-3-270m --out $(DEMO_DIR)/site
+	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/sweep --sweep --seeds 1 $(DEMO_SWEEP) \
+		--tokens $(DEMO_FIT_TOKENS) --no-stack --kl-contexts 8 $(DEMO_ABSORPTION)
+	$(PIPELINE) report $(DEMO_RUNS) $(DEMO_DIR)/sweep --out $(DEMO_DIR)/report --readme README.md
 
 harvest: setup
 	$(PIPELINE) harvest --store $(STORE) $(HARVEST_ARGS)
@@ -76,9 +85,17 @@ report: setup
 paper: setup
 	$(PIPELINE) experiment --store $(STORE) --out $(PAPER_DIR)
 
-# The paper's grid on the demo store (after `make demo`), with the demo's training length.
+# After `make demo`, on the demo store with the demo's training length: the paper's grid (ablations included), the
+# paper's code (--preset paper-code) beside it, and the full sweep (every architecture at five sparsities; seeds as
+# DEMO_PAPER_SEEDS allows), each reported, then all of them in one report.
+DEMO_PAPER_SEEDS ?= 1
 demo-paper: setup
 	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/paper --tokens $(DEMO_FIT_TOKENS)
+	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/paper-code --preset paper-code --no-ablations \
+		--tokens $(DEMO_FIT_TOKENS)
+	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/sweep-full --sweep --seeds $(DEMO_PAPER_SEEDS) \
+		--tokens $(DEMO_FIT_TOKENS) --kl-contexts 8 $(DEMO_ABSORPTION)
+	$(PIPELINE) report $(DEMO_DIR)/paper $(DEMO_DIR)/paper-code $(DEMO_DIR)/sweep-full --out $(DEMO_DIR)/paper-report
 
 test: setup browser-deps
 	$(PY) -m pytest -q
@@ -86,8 +103,17 @@ test: setup browser-deps
 lint: setup
 	$(VENV)/bin/ruff check pipeline harvest fit store tests benchmarks
 
-bench: setup
+bench: setup bench-peers-env
 	$(PY) -m benchmarks --out bench-results.json
+
+# EleutherAI's sparsify, the second peer of the bench's `peers` section (benchmarks/peer_bench.py; SAELens, the
+# first, is a dev dependency). It needs nothing of ours in another version (two small packages besides itself), so
+# it goes into the project's environment.
+$(VENV)/.bench-peers: $(VENV)/.installed
+	$(PY) -m pip install -q eai-sparsify==1.3.3
+	touch $@
+
+bench-peers-env: $(VENV)/.bench-peers
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
@@ -103,3 +129,27 @@ crash-trials: setup
 GPU_CHECK_ARGS ?=
 gpu-check: setup
 	$(PY) -m benchmarks.gpu_check --out gpu-check.json $(GPU_CHECK_ARGS)
+
+# SAEBench's own absorption eval beside ours (`pipeline evaluate --absorption`) on the same SAELens exports, model,
+# layer and words: per-letter and mean figures side by side (docs/absorption-validation.md). sae-bench 0.6.0 pins
+# its own sae-lens, transformer-lens and transformers, so it gets a venv of its own; its torchvision breaks against
+# the CPU torch and is removed. The demo SAEs by default: pass sparse ones (L0 of tens to a few hundred), e.g.
+# ABSORPTION_RUNS="runs/x/topk-k40-x2-none-s0".
+SB_VENV ?= .sb-venv
+ABSORPTION_RUNS ?= $(DEMO_RUNS)
+ABSORPTION_WORDS ?= 2000
+# --share-residuals: our probe cache from SAEBench's prompt residuals (the LM passes run once; drop it to compare
+# TransformerLens's residuals with ours too).
+ABSORPTION_REFERENCE_ARGS ?= --share-residuals
+$(SB_VENV)/.installed:
+	$(PYTHON) -m venv $(SB_VENV)
+	$(SB_VENV)/bin/pip install -q "$(TORCH)" sae-bench==0.6.0
+	$(SB_VENV)/bin/pip uninstall -q -y torchvision
+	touch $@
+
+.PHONY: absorption-reference
+absorption-reference: setup $(SB_VENV)/.installed
+	$(PY) -m pipeline demo-assets
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.absorption_reference compare $(ABSORPTION_RUNS) \
+		--model $(HFG_CACHE)/gemma-3-270m --words $(ABSORPTION_WORDS) --sb-python $(SB_VENV)/bin/python \
+		--out absorption-reference $(ABSORPTION_REFERENCE_ARGS)

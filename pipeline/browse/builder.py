@@ -26,6 +26,7 @@ from pipeline.browse.stats import FeatureStats
 from pipeline.errors import PipelineError
 from pipeline.evaluate.record import EvalRecord
 from pipeline.evaluate.runner import check_run_store
+from pipeline.report.frontier import describe
 from store.device import resolve_device
 from store.reader import ActivationStore, open_store
 
@@ -214,7 +215,7 @@ def _write_run(site: SiteWriter, shown: _ShownStore, r: Run, st: FeatureStats, l
             on_progress(min(first + per, n), n, f"pages {r.key}")
     return {
         "key": r.key, "name": r.run.name, "dir": str(r.run), "store": shown.key, "sae": r.config["sae"],
-        "n": n, "lens": lens is not None,
+        "label": describe(r.config["sae"], r.config.get("group_bounds")), "n": n, "lens": lens is not None,
         **pages.run_overview(st, _evaluation(r, shown.url, shown.heldout)),
     }
 

@@ -1,5 +1,5 @@
 """`pipeline experiment`: the grid's options (Grid), every option of a training pass (TrainConfig) and the SAE
-options the grid leaves open, and the evaluation's KL options."""
+options the grid leaves open, the evaluation's KL options, and a preset."""
 
 from __future__ import annotations
 
@@ -10,13 +10,25 @@ from pipeline.cli.console import console, progress_bar
 from pipeline.cli.fit import SAE_OPTIONS, TRAIN_OPTIONS
 from pipeline.cli.options import Opt, config_kwargs, config_options
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.experiment import GRID_AXES, Grid
+from pipeline.experiment import GRID_AXES, PRESETS, SWEEP_VARIANTS, Grid
 
-EVAL_FIELDS = ("kl_contexts", "batch_contexts")
+EVAL_FIELDS = tuple(f for f in ("kl_contexts", "batch_contexts", "absorption", "absorption_words",
+                                 "absorption_words_file", "absorption_seed", "absorption_cache")
+                    if f in EvaluateConfig.__dataclass_fields__)
 """The evaluation options the experiment passes on (it evaluates its own runs, on its own store and device)."""
 
 GRID_OPTIONS = {"ablations": Opt(names=("--no-ablations",), switch_off=True,
-                                 help="Only the two main configurations.")}
+                                 help="Only the two main configurations."),
+                "sweep_variants": Opt(names=("--sweep-variant",), choices=SWEEP_VARIANTS),
+                "sweep_l1": Opt(names=("--sweep-l1",)),
+                "sweep_k": Opt(names=("--sweep-k",))}
+
+
+def given_on_command_line() -> set[str]:
+    """The options the user typed (a preset never overrides them)."""
+    ctx = click.get_current_context()
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
 
 
 @click.command()
@@ -24,13 +36,23 @@ GRID_OPTIONS = {"ablations": Opt(names=("--no-ablations",), switch_off=True,
 @config_options(Grid, exclude=("sae",), opts=GRID_OPTIONS)
 @config_options(SAEConfig, exclude=GRID_AXES, opts=SAE_OPTIONS)
 @config_options(EvaluateConfig, only=EVAL_FIELDS)
-def experiment(**values) -> None:
-    """The paper's grid on a store: baseline and hier x seeds, plus the K, gamma and lambda ablations, all in one
-    pass over the store; then evaluation and the report (in OUT/report/)."""
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="A named set of option values; options given beside it win. paper-code: "
+                   f"{PRESETS['paper-code'].description}.")
+def experiment(preset: str | None, **values) -> None:
+    """The paper's grid on a store (baseline and hier x seeds, plus the K, gamma and lambda ablations), or with
+    --sweep every architecture at several sparsities, all in one pass over the store; then evaluation and the
+    report (in OUT/report/)."""
     from pipeline.experiment import run_experiment
 
-    grid = Grid(**config_kwargs(Grid, values), sae=config_kwargs(SAEConfig, values))
-    train = TrainConfig(**config_kwargs(TrainConfig, values))
+    given = given_on_command_line()
+    sae = config_kwargs(SAEConfig, values)
+    train_kwargs = config_kwargs(TrainConfig, values)
+    if preset is not None:
+        # The grid sets its own axes (its main lambda is the paper's): the preset fills in the rest.
+        PRESETS[preset].apply(sae, train_kwargs, given | set(GRID_AXES))
+    grid = Grid(**config_kwargs(Grid, values), sae=sae)
+    train = TrainConfig(**train_kwargs)
     console.print(f"training {len(grid.saes())} SAEs in one pass: {', '.join(s.name for s in grid.saes())}")
     with progress_bar("fit", "step") as fit_update, progress_bar("evaluate", "row") as eval_update:
         path = run_experiment(train, grid, evaluation=config_kwargs(EvaluateConfig, values), on_step=fit_update,

@@ -10,6 +10,7 @@ from fit.runs import find_runs
 from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import t_interval
 from pipeline.evaluate.record import GROUP_METRICS, EvalRecord
+from pipeline.report.frontier import architecture_key, architecture_label, setting_label
 
 
 def load_evaluations(paths: list[str]) -> list[EvalRecord]:
@@ -35,10 +36,7 @@ class Group:
 
     @property
     def label(self) -> str:
-        s = self.sae
-        if s["variant"] == "baseline":
-            return f"baseline λ={s['l1']:g}"
-        return f"hier K={s['groups']} γ={s['gamma']:g} λ={s['l1']:g}"
+        return f"{architecture_label(self.sae)} {setting_label(self.sae)}"
 
     def stat(self, metric: str) -> tuple[float, float, int]:
         return t_interval([r.metric(metric) for r in self.runs])
@@ -84,3 +82,13 @@ def find_group(candidates: list[Group], **want) -> Group | None:
 
 def is_paper_setting(group: Group) -> bool:
     return group.matches(**paper_setting(group.sae["variant"]))
+
+
+def by_architecture(evals: list[EvalRecord]) -> dict[str, list[EvalRecord]]:
+    """The runs of each architecture (every sparsity setting and seed), by its label, in first-seen order."""
+    keys: dict[tuple, str] = {}
+    out: dict[str, list[EvalRecord]] = {}
+    for e in evals:
+        label = keys.setdefault(architecture_key(e.sae), architecture_label(e.sae))
+        out.setdefault(label, []).append(e)
+    return out

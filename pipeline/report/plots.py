@@ -8,10 +8,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 
 from fit.runs import RunDir
-from pipeline.report.collect import Group, is_paper_setting
+from pipeline.report.collect import Group, is_paper_setting, paper_setting
+from pipeline.report.frontier import METRICS, Point, architecture_label
 
 COLORS = {"baseline": "#4C72B0", "hier": "#DD8452"}
 
@@ -101,14 +103,62 @@ def live_per_group(groups: list[Group], out: Path) -> Path:
     return _save(fig, out / "live_features_per_group.png")
 
 
-def mse_vs_l0(groups: list[Group], out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for i, g in enumerate(groups):
-        ax.scatter([r.l0 for r in g.runs], [r.mse for r in g.runs], color=_color(g, i), label=g.label,
+def _log_l0_axis(ax: plt.Axes) -> None:
+    """A log L0 axis labelled in plain numbers (10, 20, 30, 50, ...), readable over a narrow range too."""
+    ax.set_xscale("log")
+    plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_locator(mticker.LogLocator(subs=(2.0, 3.0, 5.0)))
+    ax.xaxis.set_minor_formatter(plain)
+    ax.grid(alpha=0.3, which="both")
+
+
+def architecture_colors(labels: list[str]) -> dict[str, str]:
+    """One colour per architecture, the paper's two in their usual colours."""
+    paper = {architecture_label(paper_setting(v)): COLORS[v] for v in COLORS}
+    others = [label for label in labels if label not in paper]
+    cmap = plt.get_cmap("tab10")
+    return {label: paper.get(label) or cmap((2 + others.index(label)) % 10) for label in labels}
+
+
+def mse_vs_l0(architectures: dict[str, list], out: Path) -> Path:
+    """Every run of the pass, coloured by architecture, each architecture's sparsity settings marked."""
+    colors = architecture_colors(list(architectures))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, runs in architectures.items():
+        ax.scatter([r.l0 for r in runs], [r.mse for r in runs], color=colors[label], label=f"{label} ({len(runs)})",
                    s=36, edgecolor="black", linewidth=0.4)
-    ax.set_xlabel("L0 (active latents per held-out token)")
+    _log_l0_axis(ax)
+    ax.set_xlabel("L0 (active latents per held-out token, log scale)")
     ax.set_ylabel("MSE (held-out, normalised space)")
-    ax.set_title("reconstruction against sparsity, every run", fontsize=10)
-    ax.grid(alpha=0.3)
+    ax.set_title("reconstruction against sparsity, every run, by architecture (runs)", fontsize=10)
     ax.legend(fontsize=7)
     return _save(fig, out / "mse_vs_l0.png")
+
+
+def frontiers(curves: dict[str, dict[str, list[Point]]], out: Path) -> Path:
+    """One panel per metric: each architecture's frontier (seed means, 95% CI bars, log L0)."""
+    metrics = [m for m in METRICS if any(curves.get(m.key, {}).values())]
+    labels = list(dict.fromkeys(label for m in metrics for label in curves[m.key]))
+    colors = architecture_colors(labels)
+    cols = 3 if len(metrics) > 4 else min(2, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        for label, pts in curves[metric.key].items():
+            if not pts:
+                continue
+            x = [p.l0 for p in pts]
+            y = [p.value for p in pts]
+            yerr = [0 if np.isnan(p.half) else p.half for p in pts]
+            xerr = [0 if np.isnan(p.l0_half) else p.l0_half for p in pts]
+            ax.errorbar(x, y, yerr=yerr, xerr=xerr, color=colors[label], marker="o", ms=4, lw=1.3, capsize=2,
+                        label=label)
+        _log_l0_axis(ax)
+        ax.set_xlabel("L0 (log scale)")
+        ax.set_title(f"{metric.title} ({'lower' if metric.lower_is_better else 'higher'} is better)", fontsize=9)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("frontiers: seed means and 95% CIs per sparsity setting", fontsize=10)
+    return _save(fig, out / "frontiers.png")

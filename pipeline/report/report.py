@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 from pipeline.evaluate.record import HEADLINE_METRICS, SCALAR_METRICS, EvalRecord, metric_names
-from pipeline.report import paper, plots
-from pipeline.report.collect import Group, find_group, group_runs, load_evaluations
+from pipeline.report import frontier, paper, plots
+from pipeline.report.claims import DENSE_L0, Findings, claims, table_lines, write_readme_block
+from pipeline.report.collect import Group, by_architecture, find_group, group_runs, load_evaluations
 
 PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304
 
@@ -231,7 +232,99 @@ def _group_table(hier: Group | None) -> tuple[list[str], list]:
     return [*lines, ""], rows
 
 
-def write_report(run_paths: list[str], out: str | Path) -> Path:
+def _matched(architectures: dict[str, list[EvalRecord]], base: Group | None,
+             hier: Group | None) -> tuple[list[str], dict, list[str], dict, dict]:
+    """The frontiers section: per metric, every architecture read at common L0 values. Returns its lines, its JSON,
+    the verdict lines, the frontiers (for the plot) and the baseline-against-hier comparisons (for the claims)."""
+    curves = {m.key: {label: frontier.points(runs, m) for label, runs in architectures.items()}
+              for m in frontier.METRICS}
+    lines = ["## Matched sparsity", "",
+             "Each architecture's frontier is its sparsity settings' seed means (L0, metric); it is read at common L0 "
+             "values by piecewise-linear interpolation in log L0 between the two settings around it, the 95% seed "
+             "interval interpolated the same way, and never extrapolated: outside an architecture's measured L0 "
+             "range it is *not covered*. A winner is *within seed intervals* when its interval overlaps the "
+             "runner-up's (or either was measured with one seed).", ""]
+    data: dict = {}
+    verdicts: list[str] = []
+    pair: dict = {}
+    pair_labels = [frontier.architecture_label(g.sae) for g in (base, hier) if g is not None]
+    for m in frontier.METRICS:
+        present = {label: pts for label, pts in curves[m.key].items() if pts}
+        if not present:
+            continue
+        l0s = frontier.common_l0s(present.values())
+        matched = frontier.compare(present, m, l0s)
+        if len(pair_labels) == 2 and all(label in present for label in pair_labels):
+            two = {label: present[label] for label in pair_labels}
+            pair[m.key] = frontier.compare(two, m, frontier.common_l0s(two.values()))
+        data[m.key] = {"frontiers": {label: [vars(p) for p in pts] for label, pts in present.items()},
+                       "matched": [{"l0": x.l0, "winner": x.winner, "separated": x.separated,
+                                    "cells": [vars(c) for c in x.cells]} for x in matched]}
+        lines += [f"### {m.title} ({'lower' if m.lower_is_better else 'higher'} is better)", ""]
+        if not matched:
+            lines += ["No L0 value lies inside two architectures' measured ranges.", ""]
+            continue
+        labels = list(present)
+        lines += ["| L0 | " + " | ".join(labels) + " | best |", "|---|" + "---|" * (len(labels) + 1)]
+        for x in matched:
+            cells = [fmt((c.value, c.half)) if c.value is not None else "not covered" for c in x.cells]
+            best = (x.winner + ("" if x.separated else " (within seed intervals)")) if x.winner else "–"
+            lines.append(f"| {x.l0:g} | " + " | ".join(cells) + f" | {best} |")
+        line = frontier.verdict(matched, m)
+        verdicts.append(line)
+        lines += ["", f"**Verdict:** {line}", ""]
+    if "absorption" in data:
+        lines += [f"Absorption is meaningful only for sparse SAEs: above L0 ~{DENSE_L0} (dense SAEs, such as the "
+                  "demo's λ = 0.04 ones at L0 in the hundreds) almost every latent fires on every word, so no latent "
+                  "can be said to absorb another's feature; read its frontier at L0 of tens to a few hundred.", ""]
+    ranges = [f"{label}: L0 {pts[0].l0:.3g}–{pts[-1].l0:.3g} ({len(pts)} settings)"
+              for label, pts in curves["mse"].items() if pts]
+    lines += ["Measured L0 range per architecture: " + "; ".join(ranges) + ".", ""]
+    return lines, data, verdicts, curves, pair
+
+
+def _paper_code(groups: list[Group]) -> tuple[list[str], dict]:
+    """The paper's code (preset paper-code: unsquared L2, no normalisation, no weight decay) beside the paper as
+    written, where both were run."""
+    from pipeline.experiment import PRESETS
+
+    preset = PRESETS["paper-code"]
+    shape = {k: v for k, v in preset.sae.items() if k != "l1"}
+    rows = []
+    for setting, fields in (("as written", {}), ("paper-code", shape)):
+        for variant in ("baseline", "hier"):
+            rows.append((setting, variant, find_group(groups, variant=variant, **fields)))
+    if not any(g for s, _, g in rows if s == "paper-code"):
+        return [], {}
+    lines = ["## The paper's code (`--preset paper-code`)", "",
+             f"{preset.description}; beside the paper as written (squared error, layer-normed input, AdamW with "
+             "weight decay 1e-4). The paper's baseline: 85 active features, explained variance 0.31.", "",
+             "| Setting | SAE | Active features | Dead | L0 | Explained variance | KL | runs |",
+             "|---|---|---|---|---|---|---|---|"]
+    data: dict = {}
+    for setting, variant, g in rows:
+        if g is None:
+            lines.append(f"| {setting} | {variant} | – | – | – | – | – | not run |")
+            continue
+        stats = {k: g.stat(k) for k in ("active_features", "dead_features", "l0", "explained_variance", "kl")}
+        lines.append(f"| {setting} | {variant} | " + " | ".join(fmt(v) for v in stats.values()) +
+                     f" | {len(g.runs)} |")
+        data[f"{setting}/{variant}"] = stats
+    code_base = data.get("paper-code/baseline")
+    if code_base:
+        active, ev = code_base["active_features"][0], code_base["explained_variance"][0]
+        n = find_group(groups, variant="baseline", **shape).runs[0].n_latents
+        # "Collapsed": at most a tenth of the latents active (the paper's 85 are 4% of 2304) and EV below 0.6.
+        collapsed = active <= 0.1 * n and ev < 0.6
+        lines += ["", "Does the paper-code baseline collapse to a few dozen live features with low explained variance, "
+                      f"as the paper's 85 / 0.31 suggest? **{'Yes' if collapsed else 'No'}**: {active:.0f} active "
+                      f"features of {n}, explained variance {ev:.3g}."]
+        data["baseline_collapses"] = collapsed
+    return [*lines, ""], data
+
+
+def write_report(run_paths: list[str], out: str | Path, readme: str | Path | None = None) -> Path:
+    """The report of these runs in ``out``; with ``readme``, also rewrite that README's findings block."""
     evals = load_evaluations(run_paths)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +335,17 @@ def write_report(run_paths: list[str], out: str | Path) -> Path:
     hier = find_group(groups, variant="hier")
     base = find_group(groups, variant="baseline")
     grp, grp_rows = _group_table(hier)
-    figures = [plots.training_curves(groups, out), plots.mse_vs_l0(groups, out)]
+    architectures = by_architecture(evals)
+    matched_lines, matched_data, verdicts, curves, pair = _matched(architectures, base, hier)
+    code_lines, code_data = _paper_code(groups)
+    store = evals[0].store
+    findings = Findings(
+        setting=f"On `{Path(store.model).name}` layer {store.layer} ({store.tokens_total:,} tokens of "
+                f"{Path(store.dataset).name}; {len(evals)} SAEs, {len(architectures)} architecture(s)), the paper's "
+                f"claims at its setting (λ = 0.04, K = 5, γ = 1.5; means over seeds):",
+        claims=claims(base, hier, pair), verdicts=verdicts)
+    figures = [plots.training_curves(groups, out), plots.mse_vs_l0(architectures, out),
+               plots.frontiers(curves, out)]
     if hier is not None:
         figures += [plots.group_density_histograms(hier, base, out), plots.live_per_group(groups, out)]
     per_run = ["## Every run", "",
@@ -258,8 +361,16 @@ def write_report(run_paths: list[str], out: str | Path) -> Path:
         f"({len(groups)} configurations).",
         "",
         *store_lines,
+        "## The paper's claims",
+        "",
+        findings.setting,
+        "",
+        *table_lines(findings.claims),
+        "",
         *t1,
         *_verdict(t1_data, paper_setting),
+        *matched_lines,
+        *code_lines,
         *grp,
         *abl,
         "## Figures",
@@ -277,8 +388,14 @@ def write_report(run_paths: list[str], out: str | Path) -> Path:
         "table_1": t1_data,
         "ablations": abl_data,
         "groups": grp_rows,
+        "findings": findings.to_dict(),
+        "matched": matched_data,
+        "paper_code": code_data,
         "runs": [{k: v for k, v in e.to_dict().items() if not k.startswith("feature_")} for e in evals],
         "figures": [p.name for p in figures],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "claims.json").write_text(json.dumps(findings.to_dict(), indent=2, ensure_ascii=False))
+    if readme is not None:
+        write_readme_block(Path(readme), findings)
     return report

@@ -85,6 +85,8 @@
     return 0;
   }
   function runLabel(run) {
+    // The builder names the architecture, its k or lambda and Matryoshka prefix ends (pipeline/report/frontier.py).
+    if (run.label) return run.label;
     const s = run.sae;
     if (s.variant === "hier") return `hierarchical K=${s.groups} γ=${s.gamma} λ=${s.l1}`;
     return `${s.variant} λ=${s.l1}`;

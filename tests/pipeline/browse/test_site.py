@@ -92,6 +92,9 @@ def test_site_files_and_data(site):
     base, hier = meta["runs"]
     assert base["eval"]["explained_variance"] is not None and hier["eval"] is None
     assert [len(r["groups"]) for r in meta["runs"]] == [1, 4]
+    # each SAE named by its architecture and sparsity setting, for the list and its pages
+    assert base["label"] == f"baseline λ={base['sae']['l1']:g}"
+    assert hier["label"] == f"hier K=4 γ={hier['sae']['gamma']:g} λ={hier['sae']['l1']:g}"
     assert base["lens"] and hier["lens"]
     # the decoded contexts are the text itself, multi-byte characters and markup included
     (store,) = meta["stores"]

@@ -2,18 +2,7 @@
 
 import json
 
-import pytest
 from cli_helpers import assert_one_line_error, run_cli
-
-from harvest import HarvestConfig, harvest
-
-
-@pytest.fixture(scope="module")
-def store(tiny_model_dir, kjv_file, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("exp") / "s.zarr")
-    harvest(HarvestConfig(store=path, model=str(tiny_model_dir), dataset=str(kjv_file), layers=(2,), tokens=3000,
-                          context_length=32, batch_size=8, chunk_rows=1024))
-    return path
 
 
 def test_experiment_trains_the_grid_in_one_pass_and_reports(store, tmp_path, capsys):
@@ -37,8 +26,18 @@ def test_experiment_trains_the_grid_in_one_pass_and_reports(store, tmp_path, cap
     for name in results["figures"]:
         png = (out / "report" / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
-    assert set(results["figures"]) == {"training_curves.png", "mse_vs_l0.png", "group_density_histograms.png",
-                                       "live_features_per_group.png"}
+    assert set(results["figures"]) == {"training_curves.png", "mse_vs_l0.png", "frontiers.png",
+                                       "group_density_histograms.png", "live_features_per_group.png"}
+    # the claims table: one row per claim, each with a verdict, in the report and as JSON
+    claims = json.loads((out / "report" / "claims.json").read_text())
+    assert claims == results["findings"] and len(claims["claims"]) == 8
+    assert {c["verdict"] for c in claims["claims"]} <= {"held", "not held", "not testable here"}
+    time_row = next(c for c in claims["claims"] if c["claim"].startswith("training-time"))
+    assert time_row["verdict"] == "not testable here" and "stacked" in time_row["reason"]
+    assert "| Claim | Paper | Ours | Verdict | Why |" in report
+    # baseline and hier each ran at lambda 0.04 and 0.06: two-point frontiers, compared where both cover an L0
+    assert "## Matched sparsity" in report and set(results["matched"]["mse"]["frontiers"]) >= {
+        "baseline", "hier K=5 γ=1.5"}
 
 
 def test_report_needs_evaluated_runs(store, tmp_path, capsys):

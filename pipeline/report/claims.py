@@ -1,0 +1,244 @@
+"""The claims table: one row per claim of the paper, its figure, ours on the store at hand, and a verdict.
+
+The rows are typed (:class:`Claim`) and written into the report as Markdown and JSON. README.md's "What the demo
+found" is this table, rendered by :func:`render_findings` into a marked block (:func:`write_readme_block`) from the
+record embedded beside it, so a test can re-render it and catch a hand edit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.report import paper
+from pipeline.report.collect import Group
+from pipeline.report.frontier import METRIC, Matched
+
+VERDICTS = ("held", "not held", "not testable here")
+DENSE_L0 = 200
+"""Above this L0 an SAE is dense: absorption (latents taking over a feature's direction) means little there."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper, checked on the store at hand."""
+
+    claim: str
+    """What the paper claims, in a few words."""
+    paper: str
+    """The paper's figure."""
+    ours: str
+    """Ours on this store (means over seeds, 95% CI where there are several)."""
+    verdict: str
+    """held, not held, or not testable here."""
+    reason: str
+    """Why: the comparison made, or what is missing."""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a report found: the setting it ran on, the claims table and the matched-L0 verdict lines."""
+
+    setting: str
+    claims: list[Claim]
+    verdicts: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> Findings:
+        return cls(setting=obj["setting"], claims=[Claim(**c) for c in obj["claims"]],
+                   verdicts=list(obj.get("verdicts", [])))
+
+
+def _fmt(mean: float, half: float = float("nan")) -> str:
+    from pipeline.report.report import fmt
+
+    return fmt((mean, half))
+
+
+def _stat(group: Group | None, metric: str) -> tuple[float, float]:
+    if group is None:
+        return float("nan"), float("nan")
+    mean, half, _ = group.stat(metric)
+    return mean, half
+
+
+def _compare(claim: str, paper_fig: str, base: Group | None, hier: Group | None, metric: str,
+             higher_is_better: bool, matched: list[Matched] | None = None) -> Claim:
+    """Hierarchical against baseline at the paper's setting: held when hier is better by more than the two seed
+    intervals together (or, with one seed each, better at all)."""
+    (b, bh), (h, hh) = _stat(base, metric), _stat(hier, metric)
+    if math.isnan(b) or math.isnan(h):
+        missing = [name for name, g in (("baseline", base), ("hier", hier)) if g is None]
+        why = (f"no {' and no '.join(missing)} run at the paper's setting" if missing
+               else f"{metric} not measured (evaluated without it)")
+        return Claim(claim, paper_fig, "–", "not testable here", why)
+    ours = f"hier {_fmt(h, hh)} vs baseline {_fmt(b, bh)}"
+    better = h > b if higher_is_better else h < b
+    margin = abs(h - b)
+    spread = (0 if math.isnan(bh) else bh) + (0 if math.isnan(hh) else hh)
+    if better and margin > spread:
+        verdict, reason = "held", "hier better beyond the seed intervals"
+    elif better:
+        verdict, reason = "not held", "hier better only within the seed intervals"
+    else:
+        verdict, reason = "not held", "hier worse"
+    lb, lh = _stat(base, "l0")[0], _stat(hier, "l0")[0]
+    if not (math.isnan(lb) or math.isnan(lh)):
+        reason += f", at L0 {lh:.0f} vs {lb:.0f} (same λ, not the same sparsity)"
+    wins = [f"{m.l0:g} {m.winner}" for m in matched or [] if m.winner is not None]
+    if wins:
+        reason += "; better at matched L0: " + ", ".join(wins)
+    elif matched is not None:
+        reason += "; no L0 covered by both frontiers"
+    return Claim(claim, paper_fig, ours, verdict, reason)
+
+
+def _groups_claims(hier: Group | None) -> list[Claim]:
+    early_p, late_p = paper.GROUPS["early (groups 1-2)"], paper.GROUPS["late (groups 4-5)"]
+    out = []
+    for key, word, paper_key, falls in (("token_rate", "activation rate falls", "activation_rate", True),
+                                        ("intensity", "intensity rises", "intensity", False)):
+        paper_fig = f"early {early_p[paper_key][0]:g}, late {late_p[paper_key][0]:g}"
+        claim = f"early→late groups: {word}"
+        if hier is None or len(hier.runs[0].groups) < 4:
+            out.append(Claim(claim, paper_fig, "–", "not testable here",
+                             "no hierarchical SAE with at least 4 groups"))
+            continue
+        rows = hier.groups_mean()
+        early = sum(r[key][0] for r in rows[:2]) / 2
+        late = sum(r[key][0] for r in rows[-2:]) / 2
+        held = late < early if falls else late > early
+        out.append(Claim(claim, paper_fig, f"early {early:.3g}, late {late:.3g}", "held" if held else "not held",
+                         f"{hier.label}, groups 1-2 against the last two, seed means"))
+    return out
+
+
+def _time_claim(base: Group | None, hier: Group | None) -> Claim:
+    claim, paper_fig = "training-time overhead of hier", f"+{paper.TRAINING_TIME_CLAIM:.0%}"
+    if base is None or hier is None:
+        return Claim(claim, paper_fig, "–", "not testable here", "needs both SAEs at the paper's setting")
+    if any(r.train.stack_size > 1 for g in (base, hier) for r in g.runs):
+        return Claim(claim, paper_fig, "trained stacked", "not testable here",
+                     "stacked SAEs share one computation; train with --no-stack to time them apart")
+    ratio = hier.training_seconds()[0] / base.training_seconds()[0] - 1
+    # Both train the same ReLU SAE with a different penalty vector: any overhead is the penalty's arithmetic.
+    held = abs(ratio - paper.TRAINING_TIME_CLAIM) <= 0.10
+    return Claim(claim, paper_fig, f"{ratio:+.0%}", "held" if held else "not held",
+                 "within 10 points of +15%" if held else "more than 10 points from +15% (seed-mean compute)")
+
+
+def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matched] | None) -> Claim:
+    claim, paper_fig = "less absorption (the title's claim)", "not measured in the paper"
+    read = METRIC["absorption"].read
+
+    def values(g: Group | None) -> list[float]:
+        return [v for v in (read(r) for r in g.runs) if v is not None] if g else []
+
+    vb, vh = values(base), values(hier)
+    if matched and any(m.winner for m in matched):
+        wins = [(m.l0, m.winner) for m in matched if m.winner]
+        hier_wins = sum(1 for _, w in wins if w.startswith("hier"))
+        ours = ", ".join(f"L0 {l0:g}: {w} lower" for l0, w in wins)
+        verdict = "held" if hier_wins == len(wins) else "not held"
+        return Claim(claim, paper_fig, ours, verdict, "full-absorption rate at matched L0 on the frontiers")
+    if not vb or not vh:
+        scored = [r for g in (base, hier) if g for r in g.runs if getattr(r, "absorption", None) is not None]
+        why = ("absorption was measured but no letter's probe qualified: use more words (--absorption-words) or "
+               "another layer" if scored else
+               "absorption not measured on both SAEs: run `pipeline evaluate --absorption`")
+        return Claim(claim, paper_fig, "–", "not testable here", why)
+    lb, lh = _stat(base, "l0")[0], _stat(hier, "l0")[0]
+    b, h = sum(vb) / len(vb), sum(vh) / len(vh)
+    ours = f"hier {h:.3g} vs baseline {b:.3g} at L0 {lh:.0f} vs {lb:.0f}"
+    if max(lb, lh) > DENSE_L0:
+        return Claim(claim, paper_fig, ours, "not testable here",
+                     f"L0 above {DENSE_L0}: absorption is meaningless for dense SAEs")
+    return Claim(claim, paper_fig, ours, "held" if h < b else "not held",
+                 "full-absorption rate at the paper's setting, not at matched L0")
+
+
+def claims(base: Group | None, hier: Group | None, matched: dict[str, list[Matched]]) -> list[Claim]:
+    """The paper's claims checked on these runs. ``matched``: per frontier metric key, the matched-L0 comparison
+    of the baseline and hierarchical frontiers (empty where there is none)."""
+    t1 = paper.TABLE_1
+
+    def fig(key: str) -> str:
+        (b, _), (h, _) = t1[key]
+        return f"hier {h:,g} vs baseline {b:,g}"
+
+    return [
+        _compare("more active features", fig("active_features"), base, hier, "active_features", True),
+        _compare("lower reconstruction loss (MSE)", fig("mse"), base, hier, "mse", False, matched.get("mse")),
+        _compare("higher explained variance", fig("explained_variance"), base, hier, "explained_variance", True,
+                 matched.get("explained_variance")),
+        _compare("lower KL divergence", fig("kl"), base, hier, "kl", False, matched.get("kl")),
+        *_groups_claims(hier),
+        _time_claim(base, hier),
+        _absorption_claim(base, hier, matched.get("absorption")),
+    ]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def table_lines(rows: list[Claim]) -> list[str]:
+    lines = ["| Claim | Paper | Ours | Verdict | Why |", "|---|---|---|---|---|"]
+    lines += [f"| {_cell(c.claim)} | {_cell(c.paper)} | {_cell(c.ours)} | **{c.verdict}** | {_cell(c.reason)} |"
+              for c in rows]
+    return lines
+
+
+def render_findings(findings: Findings) -> str:
+    """The README block's visible text."""
+    lines = [findings.setting, *(["", *table_lines(findings.claims)] if findings.claims else [])]
+    if findings.verdicts:
+        lines += ["", "At matched sparsity (each architecture's frontier interpolated in log L0; "
+                      "`pipeline report` draws them):", ""]
+        lines += [f"- {v}" for v in findings.verdicts]
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- findings:begin (generated by `pipeline report --readme`; do not edit) -->", "<!-- findings:end -->"
+DATA = re.compile(r"<!-- findings-data: (.*?) -->")
+
+
+def readme_block(findings: Findings) -> str:
+    # "--" may not appear inside an HTML comment: JSON spells the second hyphen as an escape instead.
+    data = json.dumps(findings.to_dict(), ensure_ascii=False, separators=(",", ":")).replace("--", "-\\u002d")
+    return f"{BEGIN}\n<!-- findings-data: {data} -->\n{render_findings(findings)}\n{END}"
+
+
+def read_readme_block(text: str) -> tuple[Findings, str]:
+    """The findings a README's block was generated from, and the block's visible text."""
+    start, stop = text.find(BEGIN), text.find(END)
+    if start < 0 or stop < start:
+        raise PipelineError("the README has no findings block: add the two marker lines "
+                            f"{BEGIN!r} and {END!r} where it should go")
+    block = text[start + len(BEGIN):stop].strip("\n")
+    m = DATA.search(block)
+    if m is None:
+        raise PipelineError("the README's findings block has no data line: rerun `pipeline report --readme`")
+    findings = Findings.from_dict(json.loads(m.group(1)))
+    return findings, block[m.end():].strip("\n")
+
+
+def write_readme_block(readme: Path, findings: Findings) -> None:
+    """Rewrite the README's findings block (between its markers) from ``findings``; the rest stays as it is."""
+    text = readme.read_text()
+    start, stop = text.find(BEGIN), text.find(END)
+    if start < 0 or stop < start:
+        raise PipelineError(f"{readme} has no findings block: add the two marker lines {BEGIN!r} and {END!r}")
+    readme.write_text(text[:start] + readme_block(findings) + text[stop + len(END):])

@@ -1,0 +1,37 @@
+"""Fixtures of the report's tests: real evaluation records with chosen figures."""
+
+import pytest
+
+from fit.config import SAEConfig
+from harvest import HarvestConfig, harvest
+from pipeline.evaluate.record import EvalRecord, GroupStats, StoreRecord, TrainRecord
+
+
+def run(variant, l0, mse, seed=0, l1=0.04, k=None, seconds=0.5, groups=None, **fields) -> EvalRecord:
+    """A real evaluation record with these figures (the rest as a tiny run would have them)."""
+    store = StoreRecord(url="s.zarr", model="m", model_fingerprint="f", layer=2, d_model=4, dataset="json",
+                        data_files=[], context_length=8, include_bos=False, n_rows=70, architecture="A",
+                        description="d", tokens_total=70, heldout_rows=[63, 70])
+    train = TrainRecord(steps=3, tokens=30, sae_seconds=seconds, final={})
+    group = GroupStats(group=1, features=2, live=1, active=1, token_rate=0.5, feature_density=0.25, intensity=2.0)
+    sae = SAEConfig(variant=variant, l1=l1, seed=seed, **({"k": k} if k else {})).to_dict()
+    figures = dict(rows=7, mse=mse, mse_raw=2.0, explained_variance=0.5, explained_variance_normalised=0.4, l0=l0,
+                   penalty=0.1, active_features=1, dead_features=1, groups=groups or [group],
+                   feature_density=[0.5, 0.0], feature_mean_activation=[1.0, 0.0])
+    return EvalRecord(name="r", run_dir="runs/r", sae=sae, n_latents=2, group_bounds=[[0, 2]], store=store,
+                      train=train, **{**figures, **fields})
+
+
+@pytest.fixture
+def make_run():
+    """:func:`run`, for the tests of this folder."""
+    return run
+
+
+@pytest.fixture(scope="module")
+def store(tiny_model_dir, kjv_file, tmp_path_factory):
+    """A 3,000-token store of the tiny Gemma-2 at layer 2 (each test module gets its own)."""
+    path = str(tmp_path_factory.mktemp("exp") / "s.zarr")
+    harvest(HarvestConfig(store=path, model=str(tiny_model_dir), dataset=str(kjv_file), layers=(2,), tokens=3000,
+                          context_length=32, batch_size=8, chunk_rows=1024))
+    return path

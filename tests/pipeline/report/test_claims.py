@@ -1,0 +1,67 @@
+"""The claims table: verdicts on constructed runs, and README's findings block generated from the typed record."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.evaluate.record import GroupStats
+from pipeline.report import claims as cl
+from pipeline.report.collect import find_group, group_runs
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def five_groups(rates, intensities):
+    return [GroupStats(group=g + 1, features=2, live=2, active=2, token_rate=r, feature_density=r, intensity=i)
+            for g, (r, i) in enumerate(zip(rates, intensities, strict=True))]
+
+
+def test_verdicts_follow_the_figures(make_run):
+    run = make_run
+    rates, intensities = [0.9, 0.8, 0.5, 0.2, 0.1], [0.5, 0.5, 0.6, 0.4, 0.3]
+    evals = [run("baseline", 500, 3.0 + s * 0.01, seed=s, seconds=10.0, explained_variance=0.9)
+             for s in range(3)]
+    evals += [run("hier", 300, 5.0 + s * 0.01, seed=s, seconds=11.5, explained_variance=0.8,
+                  groups=five_groups(rates, intensities)) for s in range(3)]
+    groups = group_runs(evals)
+    rows = {c.claim: c for c in cl.claims(find_group(groups, variant="baseline"), find_group(groups, variant="hier"),
+                                          {})}
+    mse = rows["lower reconstruction loss (MSE)"]
+    assert mse.verdict == "not held" and "hier worse" in mse.reason and "L0 300 vs 500" in mse.reason
+    assert rows["higher explained variance"].verdict == "not held"
+    assert rows["lower KL divergence"].verdict == "not testable here"  # evaluated without the LM
+    assert rows["early→late groups: activation rate falls"].verdict == "held"  # 0.85 -> 0.15
+    assert rows["early→late groups: intensity rises"].verdict == "not held"  # 0.5 -> 0.35
+    time = rows["training-time overhead of hier"]
+    assert (time.ours, time.verdict) == ("+15%", "held")
+    assert rows["less absorption (the title's claim)"].verdict == "not testable here"
+    assert len(rows) == 8 and {c.verdict for c in rows.values()} <= set(cl.VERDICTS)
+    with pytest.raises(ValueError, match="verdict"):
+        cl.Claim("c", "p", "o", "maybe", "r")
+
+
+def test_the_readme_block_is_rewritten_between_its_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\nbefore\n\n{cl.BEGIN}\nold hand-written text\n{cl.END}\n\nafter\n")
+    findings = cl.Findings(setting="On `m` layer 2:", claims=[cl.Claim("c --x", "1", "2", "held", "why | not")],
+                           verdicts=["MSE: L0 20: topk"])
+    cl.write_readme_block(readme, findings)
+    text = readme.read_text()
+    assert text.startswith("# T\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old hand-written" not in text
+    assert "| c --x | 1 | 2 | **held** | why \\| not |" in text and "- MSE: L0 20: topk" in text
+    data_line = next(line for line in text.splitlines() if line.startswith("<!-- findings-data:"))
+    assert "--" not in data_line[len("<!-- findings-data:"):-len("-->")]  # an HTML comment may not hold "--"
+    assert cl.read_readme_block(text)[0] == findings
+    cl.write_readme_block(readme, findings)
+    assert readme.read_text() == text  # the same findings give the same README
+    (tmp_path / "bare.md").write_text("# no block\n")
+    with pytest.raises(PipelineError, match="no findings block"):
+        cl.write_readme_block(tmp_path / "bare.md", findings)
+
+
+def test_the_committed_readme_block_is_generated_not_hand_edited():
+    """README's "What the demo found" block must be exactly what its embedded record renders to: `pipeline report
+    --readme README.md` (make demo) writes both; an edit by hand to the visible text breaks the equality."""
+    findings, visible = cl.read_readme_block(README.read_text())
+    assert visible == cl.render_findings(findings)
