@@ -72,7 +72,14 @@ class CheckSettings:
     warmup_steps: int = 10
     """Steps of the untimed fit run before each fit phase (0: none)."""
     saes: tuple[int, ...] = (1, 12)
-    """How many SAEs each fit phase trains in one pass (hier SAEs, seeds 0..M-1)."""
+    """How many SAEs each fit phase trains in one pass (seeds 0..M-1)."""
+    variants: tuple[str, ...] = ("hier",)
+    """The architectures fitted, each through every fit phase (``hier``'s phases are ``fit-M``, another's
+    ``fit-VARIANT-M``); the evaluation takes the first one's single SAE."""
+    k: int = SAEConfig.k
+    """Active latents per row of the TopK family (ignored by the L1 variants)."""
+    expansion: float = 1.0
+    """Latents per input dimension (1: n = d, the paper's)."""
     kl_contexts: int = 64
     """Held-out contexts the evaluation runs the LM over (KL and CE with the SAE spliced in)."""
     device: str = "auto"
@@ -106,6 +113,7 @@ def gpu_peak(device: torch.device) -> Iterator[dict[str, int | None]]:
     cuda = device.type == "cuda"
     if cuda:
         gc.collect()
+        torch.zeros((), device=device)  # the allocator's statistics exist only once CUDA is initialised
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     yield peak
@@ -125,24 +133,28 @@ def harvest_phase(s: CheckSettings, store: str, device: torch.device) -> Phase:
                  {"compute_dtype": dtype, "store_dtype": cfg.store_dtype, "call_seconds": result.seconds})
 
 
-def _fit(s: CheckSettings, store: str, out: Path, m: int, bf16: bool, steps: int, device: torch.device) -> list:
+def _fit(s: CheckSettings, store: str, out: Path, variant: str, m: int, bf16: bool, steps: int,
+         device: torch.device) -> list:
     cfg = TrainConfig(store=store, out=str(out), batch_size=s.fit_batch, tokens=steps * s.fit_batch, data="memory",
                       autocast_bf16=bf16, log_every=steps, checkpoint_every=0, device=str(device))
-    return fit(cfg, [SAEConfig(variant="hier", seed=seed) for seed in range(m)])
+    return fit(cfg, [SAEConfig(variant=variant, k=s.k, expansion=s.expansion, seed=seed) for seed in range(m)])
 
 
-def fit_phase(s: CheckSettings, store: str, out: Path, m: int, bf16: bool, device: torch.device) -> Phase:
+def fit_phase(s: CheckSettings, store: str, out: Path, variant: str, m: int, bf16: bool,
+              device: torch.device) -> Phase:
     if s.warmup_steps:
-        _fit(s, store, out / "warmup", m, bf16, s.warmup_steps, device)
+        _fit(s, store, out / "warmup", variant, m, bf16, s.warmup_steps, device)
     start = time.perf_counter()
     with gpu_peak(device) as peak:
-        results = _fit(s, store, out / "timed", m, bf16, s.fit_steps, device)
+        results = _fit(s, store, out / "timed", variant, m, bf16, s.fit_steps, device)
     call = time.perf_counter() - start
     run = RunDir(Path(results[0].run_dir))
     rate = run.read_metrics()[-1]["tokens_per_second"]  # the trainer's own clock: first batch to last step
     tokens = results[0].steps * s.fit_batch
-    return Phase(f"fit-{m}{'-bf16' if bf16 else ''}", tokens, tokens / rate, peak["bytes"], {
-        "saes": m, "steps": results[0].steps, "batch_size": s.fit_batch, "data": "memory",
+    prefix = "fit" if variant == "hier" else f"fit-{variant}"
+    return Phase(f"{prefix}-{m}{'-bf16' if bf16 else ''}", tokens, tokens / rate, peak["bytes"], {
+        "saes": m, "variant": variant, "sae": Path(results[0].run_dir).name, "steps": results[0].steps,
+        "batch_size": s.fit_batch, "data": "memory",
         "bf16_autocast_asked": bf16,
         # The trainer applies autocast on CUDA only; on the CPU this phase is the float32 one again.
         "bf16_autocast_applied": bf16 and device.type == "cuda",
@@ -168,6 +180,8 @@ def evaluate_phase(s: CheckSettings, run_dir: str, device: torch.device) -> Phas
 def gpu_check(s: CheckSettings, workdir: Path) -> dict[str, Any]:
     """Every phase, in order, on fresh stores and runs under ``workdir``; the JSON document."""
     device = resolve_device(s.device)
+    for variant in s.variants:  # a bad --variant or --k fails here, not after the harvest
+        SAEConfig(variant=variant, k=s.k, expansion=s.expansion)
     if s.model is None or s.dataset is None:
         from pipeline.demo import demo_corpus, demo_model
 
@@ -179,15 +193,20 @@ def gpu_check(s: CheckSettings, workdir: Path) -> dict[str, Any]:
     def run(step: Callable[[], Phase]) -> Phase:
         phases.append(step())
         p = phases[-1]
-        log.info("%s: %s tokens in %.2f s = %s tok/s", p.name, f"{p.tokens:,}", p.seconds, f"{p.tokens_per_s:,.0f}")
+        peak = "" if p.peak_gpu_bytes is None else f", peak GPU memory {p.peak_gpu_bytes / 2**30:.2f} GiB"
+        # Each phase's figures are in the log as it ends: a run stopped before the JSON is written loses none.
+        log.info("%s: %s tokens in %.2f s = %s tok/s%s", p.name, f"{p.tokens:,}", p.seconds, f"{p.tokens_per_s:,.0f}",
+                 peak)
         return p
 
     run(lambda: harvest_phase(s, store, device))
     first_run = None
-    for m in s.saes:
-        for bf16 in (False, True):
-            p = run(lambda m=m, bf16=bf16: fit_phase(s, store, workdir / f"runs-{m}-{bf16}", m, bf16, device))
-            first_run = first_run or p.detail["run_dir"]
+    for variant in s.variants:
+        for m in s.saes:
+            for bf16 in (False, True):
+                p = run(lambda v=variant, m=m, bf16=bf16: fit_phase(s, store, workdir / f"runs-{v}-{m}-{bf16}", v, m,
+                                                                     bf16, device))
+                first_run = first_run or p.detail["run_dir"]
     run(lambda: evaluate_phase(s, first_run, device))
 
     notes = []
@@ -216,7 +235,8 @@ def summary_table(result: dict[str, Any]) -> Table:
         d = p["detail"]
         note = ""
         if "saes" in d:
-            note = f"{d['saes']} SAE(s), bf16 autocast {'on' if d['bf16_autocast_applied'] else 'off'}"
+            note = (f"{d['saes']} x {d['sae']}, bf16 autocast "
+                    f"{'on' if d['bf16_autocast_applied'] else 'off'}")
         elif name == "harvest":
             note = f"LM in {d['compute_dtype']}"
         elif name == "evaluate":
@@ -242,14 +262,20 @@ def summary_table(result: dict[str, Any]) -> Table:
               help="Steps of the untimed fit before each fit phase (0: none).")
 @click.option("--saes", type=int, multiple=True, default=CheckSettings.saes, show_default=True,
               help="SAEs per fit phase (repeatable).")
+@click.option("--variant", "variants", multiple=True, default=CheckSettings.variants, show_default=True,
+              help="Architecture fitted in the fit phases (repeatable: each runs every fit phase).")
+@click.option("--k", type=int, default=CheckSettings.k, show_default=True,
+              help="Active latents per row of the TopK family.")
+@click.option("--expansion", type=float, default=CheckSettings.expansion, show_default=True,
+              help="Latents per input dimension.")
 @click.option("--kl-contexts", type=int, default=CheckSettings.kl_contexts, show_default=True,
               help="Held-out contexts the evaluation runs the LM over.")
 @click.option("--device", default=CheckSettings.device, show_default=True)
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Parent of the temporary store and runs (default: the system temp dir); removed afterwards.")
-def main(out: Path, workdir: Path | None, saes: tuple[int, ...], **kw: Any) -> None:
+def main(out: Path, workdir: Path | None, saes: tuple[int, ...], variants: tuple[str, ...], **kw: Any) -> None:
     setup_logging(0)
-    settings = CheckSettings(saes=tuple(saes), **kw)
+    settings = CheckSettings(saes=tuple(saes), variants=tuple(variants), **kw)
     try:
         with tempfile.TemporaryDirectory(dir=workdir, prefix="gpu-check-") as tmp:
             result = gpu_check(settings, Path(tmp))

@@ -42,3 +42,24 @@ def test_a_refused_setting_is_one_line(tiny_model_dir, kjv_file, tmp_path):
     with pytest.raises(click.ClickException, match="--tokens must be positive"):
         main.main(["--model", str(tiny_model_dir), "--dataset", str(kjv_file), "--tokens", "0", "--device", "cpu",
                    "--out", str(tmp_path / "x.json")], standalone_mode=False)
+
+
+def test_another_variant_runs_through_every_fit_phase(tiny_model_dir, kjv_file, tmp_path):
+    out = tmp_path / "check.json"
+    main.main(["--model", str(tiny_model_dir), "--dataset", str(kjv_file), "--layer", "2", "--tokens", "1000",
+               "--ctx", "32", "--fit-steps", "2", "--fit-batch", "128", "--warmup-steps", "0", "--saes", "2",
+               "--variant", "hier", "--variant", "topk", "--k", "8", "--kl-contexts", "1", "--device", "cpu",
+               "--out", str(out), "--workdir", str(tmp_path)], standalone_mode=False)
+    phases = json.loads(out.read_text())["phases"]
+    assert list(phases) == ["harvest", "fit-2", "fit-2-bf16", "fit-topk-2", "fit-topk-2-bf16", "evaluate"]
+    assert phases["fit-topk-2"]["detail"]["variant"] == "topk" and phases["fit-topk-2"]["detail"]["sae"].startswith(
+        "topk-k8")
+    assert phases["evaluate"]["detail"]["run"].startswith("hier")  # the first variant's SAE is evaluated
+
+
+def test_a_bad_variant_is_refused_before_the_harvest(tmp_path):
+    import click
+
+    with pytest.raises(click.ClickException, match="unknown variant 'nope'"):
+        main.main(["--model", str(tmp_path / "no-model"), "--dataset", str(tmp_path / "no-data.jsonl"),
+                   "--variant", "nope", "--device", "cpu", "--out", str(tmp_path / "x.json")], standalone_mode=False)
