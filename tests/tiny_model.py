@@ -6,33 +6,23 @@ weights and a real ``PreTrainedTokenizerFast``; both save and load like a hub mo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+
+from benchmarks import random_model
 
 DATA = Path(__file__).parent / "data"
 KJV = DATA / "kjv_genesis.jsonl"
 
 
 def corpus_lines() -> list[str]:
-    return [json.loads(line)["text"] for line in KJV.read_text().splitlines()]
+    return random_model.corpus_lines(KJV)
 
 
 def build_tokenizer(vocab_size: int = 384):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    # Gemma's special ids: pad 0, eos 1, bos 2.
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<bos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(corpus_lines(), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+    """The device run's byte-level BPE tokenizer (Gemma's special ids), trained on the test text."""
+    return random_model.train_tokenizer(vocab_size, KJV)
 
 
 def build_model(vocab_size: int, hidden: int = 64, layers: int = 4, seed: int = 0):

@@ -239,3 +239,26 @@ def test_cli_builds_and_refuses_bad_input(built, tmp_path, capsys):
                           "neither a run directory")
     assert_one_line_error(run_cli(capsys, "browse", str(runs), "--out", str(out), "--model", str(tmp_path)),
                           "cannot load")
+
+
+def test_topk_family_runs_are_browsed_with_their_architecture(built, tiny_model_dir, tmp_path):
+    """TopK and Matryoshka runs (a learned threshold at inference) browse like the L1 ones: labelled by k and
+    prefix ends, one group per prefix segment, and features with examples."""
+    from pipeline.browse.builder import build_site
+    from pipeline.browse.config import BrowseConfig
+
+    root, _ = built
+    runs = tmp_path / "runs"
+    fit(TrainConfig(store=str(root / "s.zarr"), out=str(runs), batch_size=128, tokens=128 * 30, holdout=0.1,
+                    log_every=10),
+        [SAEConfig(variant="topk", k=4), SAEConfig(variant="matryoshka", k=4, groups=2)])
+    out = tmp_path / "site"
+    build_site(BrowseConfig(runs=(str(runs),), out=str(out), model=str(tiny_model_dir)))
+    meta = read_data(out, "data/site.js")
+    by_variant = {r["sae"]["variant"]: r for r in meta["runs"]}
+    assert set(by_variant) == {"topk", "matryoshka"}
+    assert "k=4" in by_variant["topk"]["label"] and "k=4" in by_variant["matryoshka"]["label"]
+    assert len(by_variant["topk"]["groups"]) == 1 and len(by_variant["matryoshka"]["groups"]) == 2
+    for run in meta["runs"]:
+        shard = read_data(out, f"data/runs/{run['key']}/f/00000.js")
+        assert any(feat["top"] for feat in shard["features"]), run["key"]
