@@ -139,9 +139,18 @@ def _time_claim(base: Group | None, hier: Group | None) -> Claim:
                  "within 10 points of +15%" if held else "more than 10 points from +15% (seed-mean compute)")
 
 
-def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matched] | None) -> Claim:
+def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matched] | None,
+                      measured: list[Any]) -> Claim:
     claim, paper_fig = "less absorption (the title's claim)", "not measured in the paper"
     read = METRIC["absorption"].read
+    thin = [a for a in measured if not a.enough_letters]
+    if thin:
+        # SAEBench refuses to score below its minimum of qualifying letters; a verdict on a few letters' probes would
+        # be read as the title's claim tested.
+        fewest = min(len(a.letters) for a in thin)
+        return Claim(claim, paper_fig, f"{fewest} of 26 letters' probes qualify", "not testable here",
+                     f"fewer than the {thin[0].min_letters} letters SAEBench asks for: measure with more words "
+                     "(--absorption-words) or the full vocabulary on a GPU")
 
     def values(g: Group | None) -> list[float]:
         return [v for v in (read(r) for r in g.runs) if v is not None] if g else []
@@ -169,7 +178,8 @@ def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matc
                  "full-absorption rate at the paper's setting, not at matched L0")
 
 
-def claims(base: Group | None, hier: Group | None, matched: dict[str, list[Matched]]) -> list[Claim]:
+def claims(base: Group | None, hier: Group | None, matched: dict[str, list[Matched]],
+           absorption: list[Any] = ()) -> list[Claim]:
     """The paper's claims checked on these runs. ``matched``: per frontier metric key, the matched-L0 comparison
     of the baseline and hierarchical frontiers (empty where there is none)."""
     t1 = paper.TABLE_1
@@ -186,7 +196,7 @@ def claims(base: Group | None, hier: Group | None, matched: dict[str, list[Match
         _compare("lower KL divergence", fig("kl"), base, hier, "kl", False, matched.get("kl")),
         *_groups_claims(hier),
         _time_claim(base, hier),
-        _absorption_claim(base, hier, matched.get("absorption")),
+        _absorption_claim(base, hier, matched.get("absorption"), list(absorption)),
     ]
 
 

@@ -226,13 +226,18 @@ def compare(frontiers: dict[str, list[Point]], metric: Metric, l0s: list[float])
     return out
 
 
+def _single_seed(m: Matched) -> bool:
+    """Some covering architecture has one seed here, so no interval says whether the winner is ahead."""
+    return any(c.value is not None and math.isnan(c.half) for c in m.cells)
+
+
 def verdict(matched: list[Matched], metric: Metric) -> str:
     """One line: which architecture wins on ``metric`` at which L0."""
     parts = []
     for m in matched:
         if m.winner is None:
             continue
-        how = "" if m.separated else " (within seed intervals)"
+        how = "" if m.separated else (" (one seed: no interval)" if _single_seed(m) else " (within seed intervals)")
         parts.append(f"L0 {m.l0:g}: {m.winner}{how}")
     if not parts:
         return f"{metric.title}: no L0 covered by two architectures."

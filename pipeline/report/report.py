@@ -343,7 +343,8 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
         setting=f"On `{Path(store.model).name}` layer {store.layer} ({store.tokens_total:,} tokens of "
                 f"{Path(store.dataset).name}; {len(evals)} SAEs, {len(architectures)} architecture(s)), the paper's "
                 f"claims at its setting (λ = 0.04, K = 5, γ = 1.5; means over seeds):",
-        claims=claims(base, hier, pair), verdicts=verdicts)
+        claims=claims(base, hier, pair, [e.absorption for e in evals if e.absorption is not None]),
+        verdicts=verdicts)
     figures = [plots.training_curves(groups, out), plots.mse_vs_l0(architectures, out),
                plots.frontiers(curves, out)]
     if hier is not None:
