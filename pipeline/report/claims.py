@@ -92,8 +92,12 @@ def _compare(claim: str, paper_fig: str, base: Group | None, hier: Group | None,
         verdict, reason = "held", "hier better beyond the seed intervals"
     elif better:
         verdict, reason = "not held", "hier better only within the seed intervals"
+    elif margin == 0:
+        verdict, reason = "not held", "no difference"
+    elif margin > spread:
+        verdict, reason = "not held", "hier worse beyond the seed intervals"
     else:
-        verdict, reason = "not held", "hier worse"
+        verdict, reason = "not held", "hier worse, within the seed intervals"
     lb, lh = _stat(base, "l0")[0], _stat(hier, "l0")[0]
     if not (math.isnan(lb) or math.isnan(lh)):
         reason += f", at L0 {lh:.0f} vs {lb:.0f} (same λ, not the same sparsity)"

@@ -24,7 +24,8 @@ def load_evaluations(paths: list[str]) -> list[EvalRecord]:
 
 def config_key(sae: dict[str, Any]) -> tuple:
     """The SAE configuration without its seed."""
-    return tuple(sorted((k, v) for k, v in sae.items() if k != "seed"))
+    # Matryoshka's prefixes are a list in config.json: a tuple, so that the key hashes.
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in sae.items() if k != "seed"))
 
 
 @dataclass

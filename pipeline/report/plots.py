@@ -26,7 +26,9 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def _color(group: Group, i: int) -> str:
-    if is_paper_setting(group):
+    # The paper's two SAEs keep their colours in every figure; the paper has no setting of the other architectures
+    # (TopK's default k is ours, not a paper's), so they take the palette.
+    if group.sae["variant"] in COLORS and is_paper_setting(group):
         return COLORS[group.sae["variant"]]
     return plt.get_cmap("tab10")(2 + i % 8)
 

@@ -271,6 +271,12 @@ def _matched(architectures: dict[str, list[EvalRecord]], base: Group | None,
             best = (x.winner + ("" if x.separated else " (within seed intervals)")) if x.winner else "–"
             lines.append(f"| {x.l0:g} | " + " | ".join(cells) + f" | {best} |")
         line = frontier.verdict(matched, m)
+        thin = [a for runs in architectures.values() for r in runs
+                if m.key.startswith("absorption") and (a := r.absorption) is not None and not a.enough_letters]
+        if thin:
+            # SAEBench does not score on fewer letters; a winner named from a few probes is not a verdict.
+            line += (f" Not a verdict: only {min(len(a.letters) for a in thin)} of 26 letters' probes qualify, "
+                     f"fewer than the {thin[0].min_letters} SAEBench asks for.")
         verdicts.append(line)
         lines += ["", f"**Verdict:** {line}", ""]
     if "absorption" in data:

@@ -90,3 +90,14 @@ def test_architecture_labels():
     assert fr.setting_label(SAEConfig(variant="baseline", l1=0.1).to_dict()) == "λ=0.1"
     matryoshka = SAEConfig(variant="matryoshka", k=16, prefixes=(8, 32)).to_dict()
     assert fr.architecture_label(matryoshka) == "matryoshka prefixes 8,32"
+
+
+def test_runs_read_back_from_json_group_by_configuration_with_list_fields(make_run):
+    """config.json gives Matryoshka's prefixes as a list; runs that differ only by seed are still one group."""
+    from pipeline.report.collect import group_runs
+
+    sae = SAEConfig(variant="matryoshka", k=16, prefixes=(8, 32)).to_dict()
+    runs = [dataclasses.replace(make_run("matryoshka", 16, 2.0 + s, seed=s, k=16),
+                                sae={**sae, "prefixes": [8, 32], "seed": s}) for s in range(2)]
+    groups = group_runs(runs)
+    assert len(groups) == 1 and len(groups[0].runs) == 2
