@@ -67,7 +67,12 @@ class RateColumn(ProgressColumn):
         unit = task.fields.get("unit", "it")
         if speed is None:
             return Text(f"- {unit}/s", style="progress.data.speed")
-        return Text(f"{speed:,.1f} {unit}/s" if speed < 100 else f"{speed:,.0f} {unit}/s", style="progress.data.speed")
+        return Text(f"{rate_text(speed)} {unit}/s", style="progress.data.speed")
+
+
+def rate_text(speed: float) -> str:
+    """Three significant figures below 100 (an LM pass may take seconds a context), whole numbers above."""
+    return f"{speed:,.0f}" if speed >= 100 else f"{speed:.3g}"
 
 
 def make_progress() -> Progress:
@@ -89,7 +94,8 @@ def make_progress() -> Progress:
 
 @contextmanager
 def progress_bar(description: str, unit: str) -> Iterator:
-    """Yields ``update(done, total, info="")``: a callback that any stage can call as it goes.
+    """Yields ``update(done, total, info="", unit=None)``: a callback that any stage can call as it goes; a stage
+    that counts something else than ``unit`` (contexts, not rows) names it.
 
     Without a terminal (CI, logs) the bar is replaced by a log line every 10% so long work still shows life.
     """
@@ -98,19 +104,20 @@ def progress_bar(description: str, unit: str) -> Iterator:
     state: dict = {"logged": -1}
     log = logging.getLogger("pipeline")
 
-    def update(done: int, total: int, info: str = "") -> None:
+    def update(done: int, total: int, info: str = "", unit_now: str | None = None) -> None:
         if total != state.get("total") or done < state.get("done", 0):  # a new stage reuses the bar
             progress.reset(task)
             state.update(total=total, logged=-1)
         state["done"] = done
-        progress.update(task, completed=done, total=total, info=info)
+        shown = unit_now or unit
+        progress.update(task, completed=done, total=total, info=info, unit=shown)
         if progress.disable and total:
             decile = int(10 * done / total)
             if decile > state["logged"]:
                 state["logged"] = decile
                 t = progress.tasks[0]
-                rate = f", {t.speed:,.0f} {unit}/s" if t.speed else ""
-                log.info("%s: %d/%d %s%s %s", description, done, total, unit, rate, info)
+                rate = f", {rate_text(t.speed)} {shown}/s" if t.speed else ""
+                log.info("%s: %d/%d %s%s %s", description, done, total, shown, rate, info)
 
     with progress:
         yield update

@@ -24,7 +24,7 @@ def evaluate(runs: tuple[str, ...], as_json: bool, **options) -> None:
 
     cfg = EvaluateConfig(runs=runs, **options)
     with progress_bar("evaluate", "row") as update:
-        results = run_evaluate(cfg, on_progress=lambda done, total, what: update(done, total, what))
+        results = run_evaluate(cfg, on_progress=update)
     for r in results:
         kl = f", KL {r.kl:.4g}, CE recovered {r.ce_recovered:.3f}" if r.kl is not None else ""
         console.print(f"[green]{r.name}[/green]: MSE {r.mse:.4g}, explained variance "

@@ -56,5 +56,5 @@ def experiment(preset: str | None, **values) -> None:
     console.print(f"training {len(grid.saes())} SAEs in one pass: {', '.join(s.name for s in grid.saes())}")
     with progress_bar("fit", "step") as fit_update, progress_bar("evaluate", "row") as eval_update:
         path = run_experiment(train, grid, evaluation=config_kwargs(EvaluateConfig, values), on_step=fit_update,
-                              on_eval=lambda d, t, what: eval_update(d, t, what))
+                              on_eval=eval_update)
     console.print(f"[green]wrote {path}[/green]")

@@ -22,7 +22,8 @@ from store.reader import ActivationStore, open_store
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, str], None]
+Progress = Callable[..., None]
+"""``(done, total, stage, unit=None)``: the CLI's progress bar (``pipeline.cli.console.progress_bar``)."""
 
 
 @dataclass
@@ -228,5 +229,5 @@ def _behaviour(store: ActivationStore, rows: tuple[int, int], members: list[Memb
         batch = contexts[b : b + cfg.batch_contexts]
         _add_batch(splicer, _context_batch(store, batch, dev, rows[1]), members, sums)
         if on_progress is not None:
-            on_progress(b + len(batch), len(contexts), "LM with SAE spliced in")
+            on_progress(b + len(batch), len(contexts), "LM with SAE spliced in", "context")
     return {m.run.name: sums.behaviour(m.run.name, len(contexts)) for m in members}
