@@ -11,10 +11,16 @@
 #                corpus; on failure Gemma-3-270M's shape -> model.json
 #   gpu-check    benchmarks.gpu_check on that model: harvest, fit (hier and topk, 1 and 12 SAEs, fp32 and bf16),
 #                evaluate -> gpu-check.json
+#   sweep        the matched-sparsity stages through the CLI as a user runs them, on that model: `pipeline harvest`,
+#                `pipeline experiment --sweep` (every architecture at its five default sparsities, SWEEP_SEEDS
+#                seeds, one pass) with KL and absorption over the tokenizer's whole alphabetic vocabulary (the GPU
+#                default), `pipeline report` -> sweep-report/ (report.md, report.json, claims.json, the plots) and
+#                sweep-runs.json (each SAE's training seconds, L0 and figures)
 # plus device-run.log (everything printed) and steps.tsv (each step's exit code and seconds). A step that fails or
 # times out is recorded and the next one runs all the same. Weights are random: throughput figures only.
 #
 # On the device (the lead's `run` call): bash benchmarks/device_run.sh
+# Some steps only: DEVICE_RUN_ONLY="wheels env model sweep" bash benchmarks/device_run.sh
 # Dry run on a CPU machine, tiny sizes: DEVICE_RUN_TINY=1 DEVICE_RUN_NO_WHEELS=1 OUT=/tmp/out PYTHON=.venv/bin/python \
 #   bash benchmarks/device_run.sh
 
@@ -38,9 +44,12 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATAS
 if [ "$TINY" = 1 ]; then
   SHAPE=tiny LAYER=2 TOKENS=6000 CTX=64 FIT_STEPS=4 FIT_BATCH=256 WARMUP=1 SAES="--saes 1 --saes 3" KL=2 K=16
   SPARSE_ARGS="--quick" DEVICE=${DEVICE_RUN_DEVICE:-cpu}
+  SWEEP_ARGS="--seeds 1 --tokens 20000 --batch-size 256 --kl-contexts 2 --sweep-l1 1 --sweep-l1 4 --sweep-k 16
+    --sweep-k 64 --absorption-words 300"
 else
   SHAPE=gemma-2-2b LAYER=19 TOKENS=200000 CTX=128 FIT_STEPS=200 FIT_BATCH=2048 WARMUP=10 SAES="--saes 1 --saes 12"
   KL=64 K=64 SPARSE_ARGS="" DEVICE=${DEVICE_RUN_DEVICE:-cuda}
+  SWEEP_ARGS="--seeds ${SWEEP_SEEDS:-3} --tokens ${SWEEP_TOKENS:-1000000} --kl-contexts 8"
 fi
 
 left() { echo $((BUDGET - (SECONDS - START))); }
@@ -50,6 +59,10 @@ left() { echo $((BUDGET - (SECONDS - START))); }
 RESERVE=0
 step() {
   local name=$1 cap=$2; shift 2
+  if [ -n "${DEVICE_RUN_ONLY:-}" ] && [[ " $DEVICE_RUN_ONLY " != *" $name "* ]]; then
+    printf '%s\tnot asked for\t0\n' "$name" >> "$STEPS"
+    return 0
+  fi
   local limit=$(( $(left) - RESERVE ))
   [ "$limit" -gt "$cap" ] && limit=$cap
   if [ "$limit" -lt 10 ]; then
@@ -204,6 +217,34 @@ step gpu-check 400 "$PY" -m benchmarks.gpu_check --model "$MODEL" --dataset "$CO
   --tokens "$TOKENS" --ctx "$CTX" --fit-steps "$FIT_STEPS" --fit-batch "$FIT_BATCH" --warmup-steps "$WARMUP" $SAES \
   --variant hier --variant topk --k "$K" --kl-contexts "$KL" --device "$DEVICE" --out "$OUT/gpu-check.json" \
   --workdir "$WORK"
+
+# The sweep as a user runs it (the CLI, a bare device option): harvest, one pass of every architecture at every
+# sparsity, evaluation with KL and absorption, the report.
+cat > "$WORK/sweep.sh" <<'EOF'
+set -eu
+PY=$1 MODEL=$2 CORPUS=$3 LAYER=$4 TOKENS=$5 CTX=$6 DEVICE=$7 WORK=$8 OUT=$9; shift 9
+"$PY" -m pipeline harvest --model "$MODEL" --dataset "$CORPUS" --layer "$LAYER" --tokens "$TOKENS" --ctx "$CTX" \
+  --device "$DEVICE" --store "$WORK/sweep-store.zarr"
+"$PY" -m pipeline experiment --store "$WORK/sweep-store.zarr" --out "$WORK/sweep" --sweep --device "$DEVICE" \
+  --absorption "$@"
+"$PY" -m pipeline report "$WORK/sweep" --out "$OUT/sweep-report"
+"$PY" - "$WORK/sweep" "$OUT/sweep-runs.json" <<'PYEOF'
+import json, sys
+from pathlib import Path
+runs = []
+for d in sorted(p for p in Path(sys.argv[1]).iterdir() if (p / "eval.json").exists()):
+    ev, tr = json.loads((d / "eval.json").read_text()), json.loads((d / "training.json").read_text())
+    ab = ev.get("absorption") or {}
+    runs.append({"name": d.name, "training": tr, "absorption_letters": len(ab.get("letters", [])),
+                 "absorption": ab.get("mean_full_absorption"),
+                 **{k: ev.get(k) for k in ("l0", "mse", "explained_variance", "kl", "ce_recovered")}})
+Path(sys.argv[2]).write_text(json.dumps(runs, indent=1))
+print(len(runs), "runs ->", sys.argv[2])
+PYEOF
+EOF
+# shellcheck disable=SC2086
+step sweep 420 bash "$WORK/sweep.sh" "$PY" "$MODEL" "$CORPUS" "$LAYER" "$TOKENS" "$CTX" "$DEVICE" "$WORK" "$OUT" \
+  $SWEEP_ARGS
 
 echo "=== done in $((SECONDS - START)) s (shape $SHAPE, layer $LAYER); steps:"
 cat "$STEPS"
