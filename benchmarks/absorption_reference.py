@@ -286,7 +286,7 @@ def share_residuals(store_url: str, words_file: Path, n_words: int, seed: int, s
             prompts[split] = [row["prompt"] for row in csv.DictReader(f)]
     calls = iter(("train", "test"))  # load_or_build asks for the train split's residuals, then the test split's
 
-    def saebench_residuals(lm, tokenizer, meta, texts, position, device, batch):
+    def saebench_residuals(lm, tokenizer, meta, texts, position, device, batch, on_batch=None):
         split = next(calls)
         if list(texts) != prompts[split]:
             raise SystemExit(f"our {split} prompts are not SAEBench's: the residuals cannot be shared")

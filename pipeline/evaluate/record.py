@@ -259,6 +259,10 @@ class AbsorptionExcluded(Record):
     """Its probe's test F1."""
 
 
+WEAK_MAIN_LATENTS = 0.5
+"""Main latents whose mean k-sparse F1 is below this fraction of the letters' mean probe F1 are weak."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class AbsorptionRecord(Record):
     """Feature absorption on first-letter spelling (Chanin et al. 2024; SAEBench's absorption eval), in raw
@@ -270,6 +274,10 @@ class AbsorptionRecord(Record):
     """Mean over qualifying letters of the absorption fraction (absent when no letter qualifies)."""
     mean_main_latents: float | None = None
     """Mean over qualifying letters of the number of main latents (SAEBench's mean_num_split_features)."""
+    mean_main_latents_f1: float | None = None
+    """Mean over qualifying letters of the main latents' k-sparse probe F1 (not in SAEBench's output). Far below
+    the letters' probe F1, the SAE has no latents for the first letters, and a high full-absorption rate then says
+    the feature is missing rather than absorbed (docs/metrics.md)."""
     letters: list[AbsorptionLetter]
     """Per qualifying letter, a to z."""
     excluded_letters: list[AbsorptionExcluded]
@@ -311,6 +319,17 @@ class AbsorptionRecord(Record):
     """The folder of the cached prompts, activations and probe this score was computed from."""
     seconds: float
     """Seconds scoring this SAE took (k-sparse probes and absorption), the cache's build excluded."""
+
+    def weak_main_latents(self) -> str | None:
+        """A caveat when the main latents barely predict their letters (mean k-sparse F1 below WEAK_MAIN_LATENTS of
+        the letters' mean probe F1): the SAE then has no first-letter latents to absorb. None otherwise."""
+        if not self.letters or self.mean_main_latents_f1 is None:
+            return None
+        probe = sum(r.probe_f1 for r in self.letters) / len(self.letters)
+        if self.mean_main_latents_f1 >= WEAK_MAIN_LATENTS * probe:
+            return None
+        return (f"main latents' F1 {self.mean_main_latents_f1:.2f} against the probe's {probe:.2f}: the SAE has no "
+                "first-letter latents to absorb, so full absorption here measures a missing feature")
 
 
 @dataclass(frozen=True, kw_only=True)

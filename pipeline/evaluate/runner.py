@@ -60,7 +60,8 @@ def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[E
             raise PipelineError(f"{members[0].run} has no held-out rows (trained with --holdout 0)")
         recon = _reconstruction(store, heldout, members, dev, on_progress)
         behaviour = _behaviour(store, heldout, members, cfg, dev, on_progress) if cfg.kl else {}
-        absorption = _absorption(store, url, members, cfg, dev) if cfg.absorption else _earlier_absorption(members)
+        absorption = (_absorption(store, url, members, cfg, dev, on_progress) if cfg.absorption
+                      else _earlier_absorption(members))
         for m in members:
             record = _record(m, store, url, heldout, recon[m.run.name], behaviour.get(m.run.name, Behaviour()),
                              absorption.get(m.run.name))
@@ -86,12 +87,16 @@ def _group_by_store(cfg: EvaluateConfig, dev: torch.device) -> dict[tuple[str, t
 
 
 def _absorption(store: ActivationStore, url: str, members: list[Member], cfg: EvaluateConfig,
-                dev: torch.device) -> dict[str, AbsorptionRecord]:
+                dev: torch.device, on_progress: Progress | None) -> dict[str, AbsorptionRecord]:
     from pipeline.evaluate.absorption import absorption_records
+
+    def prompts(done: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(done, total, "absorption prompts through the LM", "prompt")
 
     return absorption_records(store, url, {m.run.name: m.sae for m in members}, words=cfg.absorption_words,
                               words_file=cfg.absorption_words_file, seed=cfg.absorption_seed,
-                              cache_dir=cfg.absorption_cache, device=dev, model=cfg.model)
+                              cache_dir=cfg.absorption_cache, device=dev, model=cfg.model, on_progress=prompts)
 
 
 def _earlier_absorption(members: list[Member]) -> dict[str, AbsorptionRecord]:

@@ -156,6 +156,12 @@ def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matc
                      f"fewer than the {thin[0].min_letters} letters SAEBench asks for: measure with more words "
                      "(--absorption-words) or the full vocabulary on a GPU")
 
+    weak = [a for a in measured if a.weak_main_latents() is not None]
+    if weak:
+        # The rules count a word absorbed when the main latents are silent: with no letter latents they always are.
+        return Claim(claim, paper_fig, f"{len(weak)} of {len(measured)} SAEs without first-letter latents",
+                     "not testable here", weak[0].weak_main_latents())
+
     def values(g: Group | None) -> list[float]:
         return [v for v in (read(r) for r in g.runs) if v is not None] if g else []
 

@@ -279,6 +279,11 @@ def _matched(architectures: dict[str, list[EvalRecord]], base: Group | None,
                      f"fewer than the {thin[0].min_letters} SAEBench asks for.")
         verdicts.append(line)
         lines += ["", f"**Verdict:** {line}", ""]
+    weak = [f"{r.name} ({msg})" for runs in architectures.values() for r in runs
+            if r.absorption is not None and (msg := r.absorption.weak_main_latents()) is not None]
+    if weak:
+        lines += ["Weak main latents (their k-sparse probes predict the first letter far worse than the residual's "
+                  "probe does): " + "; ".join(weak) + ".", ""]
     if "absorption" in data:
         lines += [f"Absorption is meaningful only for sparse SAEs: above L0 ~{DENSE_L0} (dense SAEs, such as the "
                   "demo's λ = 0.04 ones at L0 in the hundreds) almost every latent fires on every word, so no latent "

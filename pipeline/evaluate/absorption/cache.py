@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,8 +127,10 @@ def choose_words(meta: StoreMeta, root: Path, words: int | None, words_file: str
 
 
 def load_or_build(meta: StoreMeta, root: Path, *, words: int | None, words_file: str | None, seed: int,
-                  device: torch.device, model: str | None = None, batch_prompts: int = 32) -> ProbeCache:
-    """The cache for these words and settings, built (LM passes and probe training) when absent."""
+                  device: torch.device, model: str | None = None, batch_prompts: int = 32,
+                  on_progress: Callable[[int, int], None] | None = None) -> ProbeCache:
+    """The cache for these words and settings, built (LM passes and probe training) when absent;
+    ``on_progress(prompts done, prompts)`` as the LM passes go."""
     tokenizer = load_store_tokenizer(meta)
     chosen, pool_size = choose_words(meta, root, words, words_file, seed, device, tokenizer)
     spec = CacheSpec(model=meta.model.name, model_fingerprint=meta.model.fingerprint,
@@ -145,9 +148,12 @@ def load_or_build(meta: StoreMeta, root: Path, *, words: int | None, words_file:
     rng = random.Random(seed)
     position = word_position(tokenizer, spec.template)
     acts = {}
+    total, before = len(split.train) + len(split.test), 0
     for name in ("train", "test"):
         texts = vocab.prompts(getattr(split, name), rng, spec.template)
-        acts[name] = residuals(lm, tokenizer, meta, texts, position, device, batch_prompts)
+        on_batch = None if on_progress is None else (lambda done, b=before: on_progress(b + done, total))
+        acts[name] = residuals(lm, tokenizer, meta, texts, position, device, batch_prompts, on_batch)
+        before += len(texts)
     lm_seconds = time.perf_counter() - t0
     y_train = _labels(split.train, device)
     probe = train_multi_probe(acts["train"], one_hot(y_train), seed=seed, **asdict(spec.probe))
@@ -202,7 +208,7 @@ def word_position(tokenizer, template: str) -> int:
 
 @torch.inference_mode()
 def residuals(lm, tokenizer, meta: StoreMeta, texts: list[str], position: int, device: torch.device,
-              batch: int) -> torch.Tensor:
+              batch: int, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """The residual after the store's layer at ``position`` of each prompt (BOS in front, as TransformerLens
     prepends it), float32, on ``device``."""
     capture = LayerCapture(lm, meta.layer)
@@ -218,4 +224,6 @@ def residuals(lm, tokenizer, meta: StoreMeta, texts: list[str], position: int, d
         at = torch.tensor([len(ids[i]) + position for i in rows], device=device)
         h = capture(ids_CT)
         out[torch.tensor(rows, device=device)] = h[torch.arange(len(rows), device=device), at].float()
+        if on_batch is not None:
+            on_batch(lo + len(rows))
     return out

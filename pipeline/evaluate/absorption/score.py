@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -174,6 +174,7 @@ def score_sae(sae: SAE, cache: ProbeCache, settings: AbsorptionSettings = Absorp
         mean_full_absorption=sum(r.full_absorption_rate for r in letters) / n if n else None,
         mean_absorption_fraction=sum(r.absorption_fraction for r in letters) / n if n else None,
         mean_main_latents=sum(len(r.main_latents) for r in letters) / n if n else None,
+        mean_main_latents_f1=sum(r.main_latents_f1 for r in letters) / n if n else None,
         letters=letters, excluded_letters=excluded, enough_letters=n >= settings.min_letters,
         min_letters=settings.min_letters, min_probe_f1=settings.min_probe_f1, sae_l0=l0,
         model=meta["spec"]["model"], layer=meta["spec"]["layer"],
@@ -194,10 +195,12 @@ def _mean_l0(raw: RawLatents, x_ND: torch.Tensor) -> float:
 
 def absorption_records(store: ActivationStore, url: str, saes: dict[str, SAE], *, words: int | None,
                        words_file: str | None, seed: int, cache_dir: str | None, device: torch.device,
-                       model: str | None = None) -> dict[str, AbsorptionRecord]:
-    """Each SAE's absorption on the store's model and layer, from one cache (built once when absent)."""
+                       model: str | None = None,
+                       on_progress: Callable[[int, int], None] | None = None) -> dict[str, AbsorptionRecord]:
+    """Each SAE's absorption on the store's model and layer, from one cache (built once when absent; its LM passes
+    reported to ``on_progress(prompts done, prompts)``)."""
     cache = load_or_build(store.meta, cache_root(url, cache_dir), words=words, words_file=words_file, seed=seed,
-                          device=device, model=model).to(device)
+                          device=device, model=model, on_progress=on_progress).to(device)
     out = {}
     for name, sae in saes.items():
         out[name] = record = score_sae(sae, cache, seed=seed)

@@ -1,5 +1,6 @@
 """The claims table: verdicts on constructed runs, and README's findings block generated from the typed record."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,12 @@ def test_absorption_on_too_few_qualifying_letters_is_not_testable(make_run):
     row = cl._absorption_claim(base, hier, matched, [thin])
     assert row.verdict == "not testable here" and "fewer than the 20 letters" in row.reason
     assert cl._absorption_claim(base, hier, matched, []).verdict == "not held"  # enough letters: the frontier decides
+    # enough letters, but main latents that do not predict them: a missing feature, not absorption
+    from pipeline.evaluate.record import AbsorptionLetter
+
+    letter = AbsorptionLetter(letter="a", test_words=10, probe_f1=0.7, probe_true_positives=8, main_latents=[3],
+                              main_latents_f1=0.05, full_absorptions=8, full_absorption_rate=1.0,
+                              absorption_fraction=0.0)
+    featureless = dataclasses.replace(thin, enough_letters=True, letters=[letter], mean_main_latents_f1=0.05)
+    row = cl._absorption_claim(base, hier, matched, [featureless])
+    assert row.verdict == "not testable here" and "no first-letter latents" in row.reason

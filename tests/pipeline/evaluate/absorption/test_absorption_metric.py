@@ -1,6 +1,7 @@
 """Absorption on a constructed case whose answer is known, and the metric's units: real probes trained on
 synthetic residuals, toy SAEs with planted absorbing latents (no LM: fast)."""
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -115,6 +116,11 @@ def test_the_planted_absorption_rate_is_found_exactly(planted):
     assert record.mean_full_absorption == pytest.approx(ABSORBED / s.test_words / 26)
     assert record.sae_l0 == 1.0
     assert AbsorptionRecord.from_dict(json.loads(json.dumps(record.to_dict())), "eval.json") == record
+    # the planted main latents predict their letters: no caveat; latents that do not would get one
+    assert record.mean_main_latents_f1 == pytest.approx(sum(r.main_latents_f1 for r in record.letters) / 26)
+    assert record.weak_main_latents() is None
+    weak = dataclasses.replace(record, mean_main_latents_f1=0.1)
+    assert "no first-letter latents" in weak.weak_main_latents()
 
 
 def store_stats_version(raw: SAE, mean: torch.Tensor, std: torch.Tensor) -> SAE:
