@@ -19,15 +19,18 @@ FIT_ARGS ?=
 DEMO_DIR ?= demo
 DEMO_TOKENS ?= 100000
 DEMO_LAYER ?= 13
-# The demo store is small (95k training rows), so the demo SAEs make several passes over it.
-DEMO_FIT_TOKENS ?= 1000000
+# The demo store is small (95k training rows), so the demo SAEs make several passes over it. The demo's sizes (fit
+# tokens, KL contexts, absorption words) keep `make demo` near 15 minutes on 2 CPU cores; demo-paper trains longer.
+DEMO_FIT_TOKENS ?= 600000
+DEMO_KL_CONTEXTS ?= 16
+DEMO_PAPER_FIT_TOKENS ?= 1000000
 DEMO_SEEDS ?= --seed 0 --seed 1 --seed 2
 # The demo's small sweep (one seed, --no-stack like the main fit): baseline and hier at two more lambdas, TopK at two
 # k, so each has a frontier of its own; the main fit's lambda = 0.04 runs join the L1 ones. Absorption is measured
 # on the sweep's SAEs only: the lambda = 0.04 ones are dense (L0 in the hundreds), where it means little.
 DEMO_SWEEP ?= --sweep-variant baseline --sweep-variant hier --sweep-variant topk --sweep-l1 0.64 --sweep-l1 2.56 \
 	--sweep-k 32 --sweep-k 128
-DEMO_ABSORPTION ?= --absorption --absorption-words 2000
+DEMO_ABSORPTION ?= --absorption --absorption-words 1200
 DEMO_STORE := $(DEMO_DIR)/store.zarr
 DEMO_RUNS := $(DEMO_DIR)/runs
 
@@ -66,7 +69,7 @@ demo: setup
 	$(PIPELINE) store info $(DEMO_STORE)
 	$(PIPELINE) fit --store $(DEMO_STORE) --out $(DEMO_RUNS) --variant baseline --variant hier $(DEMO_SEEDS) \
 		--tokens $(DEMO_FIT_TOKENS) --no-stack
-	$(PIPELINE) evaluate $(DEMO_RUNS)
+	$(PIPELINE) evaluate $(DEMO_RUNS) --kl-contexts $(DEMO_KL_CONTEXTS)
 	$(PIPELINE) browse $(DEMO_RUNS) --model $(HFG_CACHE)/gemma-3-270m --out $(DEMO_DIR)/site
 	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/sweep --sweep --seeds 1 $(DEMO_SWEEP) \
 		--tokens $(DEMO_FIT_TOKENS) --no-stack --kl-contexts 8 $(DEMO_ABSORPTION)
@@ -90,11 +93,11 @@ paper: setup
 # DEMO_PAPER_SEEDS allows), each reported, then all of them in one report.
 DEMO_PAPER_SEEDS ?= 1
 demo-paper: setup
-	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/paper --tokens $(DEMO_FIT_TOKENS)
+	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/paper --tokens $(DEMO_PAPER_FIT_TOKENS)
 	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/paper-code --preset paper-code --no-ablations \
-		--tokens $(DEMO_FIT_TOKENS)
+		--tokens $(DEMO_PAPER_FIT_TOKENS)
 	$(PIPELINE) experiment --store $(DEMO_STORE) --out $(DEMO_DIR)/sweep-full --sweep --seeds $(DEMO_PAPER_SEEDS) \
-		--tokens $(DEMO_FIT_TOKENS) --kl-contexts 8 $(DEMO_ABSORPTION)
+		--tokens $(DEMO_PAPER_FIT_TOKENS) --kl-contexts 8 $(DEMO_ABSORPTION)
 	$(PIPELINE) report $(DEMO_DIR)/paper $(DEMO_DIR)/paper-code $(DEMO_DIR)/sweep-full --out $(DEMO_DIR)/paper-report
 
 test: setup browser-deps
