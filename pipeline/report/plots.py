@@ -138,8 +138,9 @@ def mse_vs_l0(architectures: dict[str, list], out: Path) -> Path:
     return _save(fig, out / "mse_vs_l0.png")
 
 
-def frontiers(curves: dict[str, dict[str, list[Point]]], out: Path) -> Path:
-    """One panel per metric: each architecture's frontier (seed means, 95% CI bars, log L0)."""
+def frontiers(curves: dict[str, dict[str, list[Point]]], out: Path, caveats: dict[str, str] | None = None) -> Path:
+    """One panel per metric: each architecture's frontier (seed means, 95% CI bars, log L0); ``caveats`` (per
+    metric key) go under a panel's title, so that a plot read alone says when it is not a verdict."""
     metrics = [m for m in METRICS if any(curves.get(m.key, {}).values())]
     labels = list(dict.fromkeys(label for m in metrics for label in curves[m.key]))
     colors = architecture_colors(labels)
@@ -158,7 +159,10 @@ def frontiers(curves: dict[str, dict[str, list[Point]]], out: Path) -> Path:
                         label=label)
         _log_l0_axis(ax)
         ax.set_xlabel("L0 (log scale)")
-        ax.set_title(f"{metric.title} ({'lower' if metric.lower_is_better else 'higher'} is better)", fontsize=9)
+        title = f"{metric.title} ({'lower' if metric.lower_is_better else 'higher'} is better)"
+        if caveats and metric.key in caveats:
+            title += f"\n{caveats[metric.key]}"
+        ax.set_title(title, fontsize=9)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)

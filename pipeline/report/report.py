@@ -232,6 +232,20 @@ def _group_table(hier: Group | None) -> tuple[list[str], list]:
     return [*lines, ""], rows
 
 
+def _absorption_caveats(evals: list[EvalRecord]) -> dict[str, str]:
+    """Under the absorption panels: why they are not a verdict, when they are not."""
+    measured = [e.absorption for e in evals if e.absorption is not None]
+    thin = [a for a in measured if not a.enough_letters]
+    weak = [a for a in measured if a.weak_main_latents() is not None]
+    if thin:
+        why = f"not a verdict: {min(len(a.letters) for a in thin)} of 26 letters qualify (SAEBench asks 20)"
+    elif weak:
+        why = f"not a verdict: {len(weak)} of {len(measured)} SAEs have no first-letter latents"
+    else:
+        return {}
+    return {"absorption": why, "absorption_fraction": why}
+
+
 def _matched(architectures: dict[str, list[EvalRecord]], base: Group | None,
              hier: Group | None) -> tuple[list[str], dict, list[str], dict, dict]:
     """The frontiers section: per metric, every architecture read at common L0 values. Returns its lines, its JSON,
@@ -357,7 +371,7 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
         claims=claims(base, hier, pair, [e.absorption for e in evals if e.absorption is not None]),
         verdicts=verdicts)
     figures = [plots.training_curves(groups, out), plots.mse_vs_l0(architectures, out),
-               plots.frontiers(curves, out)]
+               plots.frontiers(curves, out, _absorption_caveats(evals))]
     if hier is not None:
         figures += [plots.group_density_histograms(hier, base, out), plots.live_per_group(groups, out)]
     per_run = ["## Every run", "",
