@@ -112,7 +112,10 @@ def _compare(claim: str, paper_fig: str, base: Group | None, hier: Group | None,
 def _groups_claims(hier: Group | None) -> list[Claim]:
     early_p, late_p = paper.GROUPS["early (groups 1-2)"], paper.GROUPS["late (groups 4-5)"]
     out = []
-    for key, word, paper_key, falls in (("token_rate", "activation rate falls", "activation_rate", True),
+    # The paper leaves "activation rate" undefined. Its late groups' 0.12 reads as a per-feature firing rate
+    # (feature density): the rate at which any of a group's hundreds of features fires (token_rate) is near 1 for
+    # any SAE of useful L0. The verdict reads feature density; the reason gives the token rate beside it.
+    for key, word, paper_key, falls in (("feature_density", "activation rate falls", "activation_rate", True),
                                         ("intensity", "intensity rises", "intensity", False)):
         paper_fig = f"early {early_p[paper_key][0]:g}, late {late_p[paper_key][0]:g}"
         claim = f"early→late groups: {word}"
@@ -124,8 +127,13 @@ def _groups_claims(hier: Group | None) -> list[Claim]:
         early = sum(r[key][0] for r in rows[:2]) / 2
         late = sum(r[key][0] for r in rows[-2:]) / 2
         held = late < early if falls else late > early
-        out.append(Claim(claim, paper_fig, f"early {early:.3g}, late {late:.3g}", "held" if held else "not held",
-                         f"{hier.label}, groups 1-2 against the last two, seed means"))
+        why = f"{hier.label}, groups 1-2 against the last two, seed means"
+        if key == "feature_density":
+            tr_early = sum(r["token_rate"][0] for r in rows[:2]) / 2
+            tr_late = sum(r["token_rate"][0] for r in rows[-2:]) / 2
+            why = (f"feature density (each feature's firing rate; the paper does not define its rate); the rate "
+                   f"at which any feature of the group fires: early {tr_early:.3g}, late {tr_late:.3g}; " + why)
+        out.append(Claim(claim, paper_fig, f"early {early:.3g}, late {late:.3g}", "held" if held else "not held", why))
     return out
 
 

@@ -107,3 +107,16 @@ def test_absorption_on_too_few_qualifying_letters_is_not_testable(make_run):
     featureless = dataclasses.replace(thin, enough_letters=True, letters=[letter], mean_main_latents_f1=0.05)
     row = cl._absorption_claim(base, hier, matched, [featureless])
     assert row.verdict == "not testable here" and "no first-letter latents" in row.reason
+
+
+def test_the_activation_rate_claim_reads_feature_density_not_the_saturated_token_rate(make_run):
+    """A dense hier SAE: some feature of every group fires on every token (token rate 1), while each feature's
+    own firing rate falls from early to late groups, as the paper describes."""
+    densities = [0.9, 0.7, 0.4, 0.2, 0.1]
+    groups = [GroupStats(group=g + 1, features=2, live=2, active=2, token_rate=1.0, feature_density=d,
+                         intensity=0.5) for g, d in enumerate(densities)]
+    evals = [make_run("hier", 300, 5.0, seed=s, groups=groups) for s in range(2)]
+    hier = find_group(group_runs(evals), variant="hier")
+    rate = {c.claim: c for c in cl.claims(None, hier, {})}["early→late groups: activation rate falls"]
+    assert (rate.verdict, rate.ours) == ("held", "early 0.8, late 0.15")
+    assert "early 1, late 1" in rate.reason and "feature density" in rate.reason
