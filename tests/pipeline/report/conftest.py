@@ -4,7 +4,7 @@ import pytest
 
 from fit.config import SAEConfig
 from harvest import HarvestConfig, harvest
-from pipeline.evaluate.record import EvalRecord, GroupStats, StoreRecord, TrainRecord
+from pipeline.evaluate.record import AbsorptionRecord, EvalRecord, GroupStats, StoreRecord, TrainRecord
 
 
 def run(variant, l0, mse, seed=0, l1=0.04, k=None, seconds=0.5, groups=None, **fields) -> EvalRecord:
@@ -35,3 +35,18 @@ def store(tiny_model_dir, kjv_file, tmp_path_factory):
     harvest(HarvestConfig(store=path, model=str(tiny_model_dir), dataset=str(kjv_file), layers=(2,), tokens=3000,
                           context_length=32, batch_size=8, chunk_rows=1024))
     return path
+
+
+def thin_absorption(**fields) -> AbsorptionRecord:
+    """An absorption record with no qualifying letter and too few for SAEBench (fields override)."""
+    return AbsorptionRecord(**{**dict(
+        mean_full_absorption=0.1, mean_absorption_fraction=0.1, letters=[], excluded_letters=[], enough_letters=False,
+        min_letters=20, model="m", layer=2, words=100, train_words=80, test_words=20, vocabulary_words=100, seed=42,
+        prompt_template="{word} has the first letter:", icl_examples=10, word_position=-6, probe_test_accuracy=0.3,
+        cache="c", seconds=1.0, min_probe_f1=0.6, sae_l0=20.0), **fields})
+
+
+@pytest.fixture
+def make_thin_absorption():
+    """:func:`thin_absorption`, for the tests of this folder."""
+    return thin_absorption

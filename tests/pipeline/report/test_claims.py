@@ -80,17 +80,12 @@ def test_the_committed_readme_block_is_generated_not_hand_edited():
     assert visible == cl.render_findings(findings)
 
 
-def test_absorption_on_too_few_qualifying_letters_is_not_testable(make_run):
+def test_absorption_on_too_few_qualifying_letters_is_not_testable(make_run, make_thin_absorption):
     """A matched-L0 winner on a handful of letters' probes is no test of the title's claim (SAEBench refuses
     below 20 letters), whatever the frontiers say."""
-    from pipeline.evaluate.record import AbsorptionRecord
     from pipeline.report.frontier import Cell, Matched
 
-    thin = AbsorptionRecord(
-        mean_full_absorption=0.1, mean_absorption_fraction=0.1, letters=[], excluded_letters=[], enough_letters=False,
-        min_letters=20, model="m", layer=2, words=100, train_words=80, test_words=20, vocabulary_words=100, seed=42,
-        prompt_template="{word} has the first letter:", icl_examples=10, word_position=-6, probe_test_accuracy=0.3,
-        cache="c", seconds=1.0, min_probe_f1=0.6, sae_l0=20.0)
+    thin = make_thin_absorption()
     matched = [Matched(20.0, [Cell("baseline", 0.1, float("nan")), Cell("hier", 0.2, float("nan"))], "baseline",
                        False)]
     groups = group_runs([make_run("baseline", 20, 3.0, seed=0), make_run("hier", 20, 3.0, seed=0)])
