@@ -94,7 +94,7 @@ def make_progress() -> Progress:
 
 @contextmanager
 def progress_bar(description: str, unit: str) -> Iterator:
-    """Yields ``update(done, total, info="", unit=None)``: a callback that any stage can call as it goes; a stage
+    """Yields ``update(done, total, info="", unit_now=None)``: a callback that any stage can call as it goes; a stage
     that counts something else than ``unit`` (contexts, not rows) names it.
 
     Without a terminal (CI, logs) the bar is replaced by a log line every 10% so long work still shows life.

@@ -151,24 +151,29 @@ def _time_claim(base: Group | None, hier: Group | None) -> Claim:
                  "within 10 points of +15%" if held else "more than 10 points from +15% (seed-mean compute)")
 
 
-def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matched] | None,
-                      measured: list[Any]) -> Claim:
-    claim, paper_fig = "less absorption (the title's claim)", "not measured in the paper"
-    read = METRIC["absorption"].read
+def absorption_caveat(measured: list[Any]) -> tuple[str, str] | None:
+    """Why these absorption records give no verdict, as (headline, detail), or None when they can. The claims
+    table, the frontier verdict lines and the absorption plots all say it from here."""
     thin = [a for a in measured if not a.enough_letters]
     if thin:
         # SAEBench refuses to score below its minimum of qualifying letters; a verdict on a few letters' probes would
         # be read as the title's claim tested.
-        fewest = min(len(a.letters) for a in thin)
-        return Claim(claim, paper_fig, f"{fewest} of 26 letters' probes qualify", "not testable here",
-                     f"fewer than the {thin[0].min_letters} letters SAEBench asks for: measure with more words "
-                     "(--absorption-words) or the full vocabulary on a GPU")
-
+        return (f"only {min(len(a.letters) for a in thin)} of 26 letters' probes qualify",
+                f"fewer than the {thin[0].min_letters} letters SAEBench asks for: measure with more words "
+                "(--absorption-words) or the full vocabulary on a GPU")
     weak = [a for a in measured if a.weak_main_latents() is not None]
     if weak:
         # The rules count a word absorbed when the main latents are silent: with no letter latents they always are.
-        return Claim(claim, paper_fig, f"{len(weak)} of {len(measured)} SAEs without first-letter latents",
-                     "not testable here", weak[0].weak_main_latents())
+        return f"{len(weak)} of {len(measured)} SAEs without first-letter latents", weak[0].weak_main_latents()
+    return None
+
+
+def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matched] | None,
+                      measured: list[Any]) -> Claim:
+    claim, paper_fig = "less absorption (the title's claim)", "not measured in the paper"
+    read = METRIC["absorption"].read
+    if (caveat := absorption_caveat(measured)) is not None:
+        return Claim(claim, paper_fig, caveat[0], "not testable here", caveat[1])
 
     def values(g: Group | None) -> list[float]:
         return [v for v in (read(r) for r in g.runs) if v is not None] if g else []

@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 from pipeline.evaluate.record import HEADLINE_METRICS, SCALAR_METRICS, EvalRecord, metric_names
 from pipeline.report import frontier, paper, plots
-from pipeline.report.claims import DENSE_L0, Findings, claims, table_lines, write_readme_block
+from pipeline.report.claims import DENSE_L0, Findings, absorption_caveat, claims, table_lines, write_readme_block
 from pipeline.report.collect import Group, by_architecture, find_group, group_runs, load_evaluations
 
 PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304
@@ -236,16 +236,10 @@ def _group_table(hier: Group | None) -> tuple[list[str], list]:
 
 def _absorption_caveats(evals: list[EvalRecord]) -> dict[str, str]:
     """Under the absorption panels: why they are not a verdict, when they are not."""
-    measured = [e.absorption for e in evals if e.absorption is not None]
-    thin = [a for a in measured if not a.enough_letters]
-    weak = [a for a in measured if a.weak_main_latents() is not None]
-    if thin:
-        why = f"not a verdict: {min(len(a.letters) for a in thin)} of 26 letters qualify (SAEBench asks 20)"
-    elif weak:
-        why = f"not a verdict: {len(weak)} of {len(measured)} SAEs have no first-letter latents"
-    else:
+    caveat = absorption_caveat([e.absorption for e in evals if e.absorption is not None])
+    if caveat is None:
         return {}
-    return {"absorption": why, "absorption_fraction": why}
+    return {key: f"not a verdict: {caveat[0]}" for key in ("absorption", "absorption_fraction")}
 
 
 def _matched(architectures: dict[str, list[EvalRecord]], base: Group | None,
@@ -263,6 +257,8 @@ def _matched(architectures: dict[str, list[EvalRecord]], base: Group | None,
     data: dict = {}
     verdicts: list[str] = []
     pair: dict = {}
+    caveat = absorption_caveat([r.absorption for runs in architectures.values() for r in runs
+                                if r.absorption is not None])
     pair_labels = [frontier.architecture_label(g.sae) for g in (base, hier) if g is not None]
     for m in frontier.METRICS:
         present = {label: pts for label, pts in curves[m.key].items() if pts}
@@ -287,12 +283,8 @@ def _matched(architectures: dict[str, list[EvalRecord]], base: Group | None,
             best = (x.winner + ("" if x.separated else " (within seed intervals)")) if x.winner else "–"
             lines.append(f"| {x.l0:g} | " + " | ".join(cells) + f" | {best} |")
         line = frontier.verdict(matched, m)
-        thin = [a for runs in architectures.values() for r in runs
-                if m.key.startswith("absorption") and (a := r.absorption) is not None and not a.enough_letters]
-        if thin:
-            # SAEBench does not score on fewer letters; a winner named from a few probes is not a verdict.
-            line += (f" Not a verdict: only {min(len(a.letters) for a in thin)} of 26 letters' probes qualify, "
-                     f"fewer than the {thin[0].min_letters} SAEBench asks for.")
+        if m.key.startswith("absorption") and caveat is not None:
+            line += f" Not a verdict: {caveat[0]}; {caveat[1]}."
         verdicts.append(line)
         lines += ["", f"**Verdict:** {line}", ""]
     weak = [f"{r.name} ({msg})" for runs in architectures.values() for r in runs
