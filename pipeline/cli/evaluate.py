@@ -9,6 +9,7 @@ import click
 from pipeline.cli.console import console, progress_bar
 from pipeline.cli.options import Opt, config_options
 from pipeline.evaluate.config import EvaluateConfig
+from pipeline.evaluate.record import DENSE_L0
 
 
 @click.command()
@@ -42,7 +43,7 @@ def _absorption_line(a) -> str:
     if a.mean_full_absorption is None:
         return f"no letter's probe is good enough (F1 > {a.min_probe_f1}) on {a.test_words} test words: use more words"
     caveats = ([f"only {len(a.letters)} letters qualify (SAEBench asks {a.min_letters})"] if not a.enough_letters
-               else []) + ([f"L0 {a.sae_l0:.0f} is dense: absorption means little"] if a.sae_l0 > 300 else [])
+               else []) + ([f"L0 {a.sae_l0:.0f} is dense: absorption means little"] if a.sae_l0 > DENSE_L0 else [])
     if (weak := a.weak_main_latents()) is not None:
         caveats.append(weak)
     return (f"mean full absorption {a.mean_full_absorption:.3f}, mean absorption fraction "

@@ -56,7 +56,6 @@ def sae_grid(values: dict) -> list[SAEConfig]:
     """The SAEs the grid options ask for (taken out of ``values``)."""
     sae = config_kwargs(SAEConfig, values)
     grid = {axis: list(sae.pop(axis)) for axis in ("variant", "seed", "groups", "gamma", "l1", "k")}
-    sae["prefixes"] = tuple(sae["prefixes"])
     return expand_grid(grid["variant"], grid["seed"], grid["groups"], grid["gamma"], grid["l1"], grid["k"], **sae)
 
 

@@ -259,6 +259,8 @@ class AbsorptionExcluded(Record):
     """Its probe's test F1."""
 
 
+DENSE_L0 = 200
+"""Above this L0 an SAE is dense: absorption (latents taking over a feature's direction) means little there."""
 WEAK_MAIN_LATENTS = 0.5
 """Main latents whose mean k-sparse F1 is below this fraction of the letters' mean probe F1 are weak."""
 

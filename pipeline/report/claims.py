@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.evaluate.record import DENSE_L0
 from pipeline.report import paper
 from pipeline.report.collect import Group
 from pipeline.report.frontier import METRIC, Matched
 
 VERDICTS = ("held", "not held", "not testable here")
-DENSE_L0 = 200
-"""Above this L0 an SAE is dense: absorption (latents taking over a feature's direction) means little there."""
 
 
 @dataclass(frozen=True)

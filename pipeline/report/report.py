@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.evaluate.record import HEADLINE_METRICS, SCALAR_METRICS, EvalRecord, metric_names
+from pipeline.evaluate.record import DENSE_L0, HEADLINE_METRICS, SCALAR_METRICS, EvalRecord, metric_names
 from pipeline.report import frontier, paper, plots
-from pipeline.report.claims import DENSE_L0, Findings, absorption_caveat, claims, table_lines, write_readme_block
+from pipeline.report.claims import Findings, absorption_caveat, claims, table_lines, write_readme_block
 from pipeline.report.collect import Group, by_architecture, find_group, group_runs, load_evaluations
 
 PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from fit.runs import write_json_atomic
 from harvest.lm import LayerCapture, load_store_lm, load_store_tokenizer, resolve_compute_dtype
 from pipeline.errors import PipelineError
 from pipeline.evaluate.absorption import vocab
@@ -107,10 +108,7 @@ def vocabulary(meta: StoreMeta, root: Path, tokenizer) -> list[str]:
     if path.exists():
         return json.loads(path.read_text())
     words = vocab.alpha_words(tokenizer)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(words))
-    os.replace(tmp, path)
+    write_json_atomic(path, words)
     return words
 
 

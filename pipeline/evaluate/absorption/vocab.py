@@ -78,13 +78,10 @@ def subsample(words: list[str], n: int | None, seed: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Split:
-    """The probe's train and test words (disjoint), each with its letter's index."""
+    """The probe's train and test words (disjoint)."""
 
     train: list[str]
     test: list[str]
-
-    def labels(self, split: str) -> list[int]:
-        return [LETTERS.index(first_letter(w)) for w in getattr(self, split)]
 
 
 def split_words(words: list[str], seed: int, train_fraction: float = TRAIN_FRACTION) -> Split:
