@@ -161,9 +161,11 @@ class StoreLocation:
     def listdir(self, key: str) -> list[str]:
         """Names (not paths) of the entries under a key; empty when it does not exist."""
         path = self.path(key)
-        if not self.fs.exists(path):
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except FileNotFoundError:  # never there, or removed by another process meanwhile (two shards finalising)
             return []
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in entries)
 
     def endpoint(self, exc: BaseException | None = None) -> str:
         """The endpoint a remote store is reached at: the storage options', the environment's, or the one the
