@@ -16,9 +16,9 @@ from store.writer import StoreWriter
 
 def make_meta(n_rows: int = 1000, d: int = 8, chunk_rows: int = 128, ctx: int = 16, **overrides) -> StoreMeta:
     meta = StoreMeta(
-        model=ModelInfo("synthetic", None, "None", 4, d, 100, "f" * 16),
-        tokenizer=TokenizerInfo("synthetic", 2, 1, 0, 100),
-        dataset=DatasetInfo("json", None, "train", "text", ["synthetic.jsonl"]),
+        model=ModelInfo("api-written", None, "None", 4, d, 100, "f" * 16),
+        tokenizer=TokenizerInfo("api-written", 2, 1, 0, 100),
+        dataset=DatasetInfo("json", None, "train", "text", ["api-written.jsonl"]),
         context=ContextInfo(ctx, False),
         layer=2, hook_point="model.layers.2", d_model=d, dtype="bfloat16", compute_dtype="float32",
         n_rows=n_rows, tokens_requested=n_rows, chunk_rows=chunk_rows,
@@ -26,7 +26,7 @@ def make_meta(n_rows: int = 1000, d: int = 8, chunk_rows: int = 128, ctx: int = 
     return dataclasses.replace(meta, **overrides)
 
 
-def synthetic_rows(n_rows: int, d: int, seed: int = 0) -> torch.Tensor:
+def random_rows(n_rows: int, d: int, seed: int = 0) -> torch.Tensor:
     """Rows with a few structured directions plus noise, roughly like residual activations."""
     g = torch.Generator().manual_seed(seed)
     basis = torch.randn(3 * d, d, generator=g)

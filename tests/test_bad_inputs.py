@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
-from synthetic import make_meta, synthetic_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
-# (id, command line, fragments of the one error line). Placeholders: {store} a complete synthetic store,
+# (id, command line, fragments of the one error line). Placeholders: {store} a complete store of random rows,
 # {out} a fresh run directory, {run} a folder that is not a run.
 CASES: list[tuple[str, list[str], list[str]]] = [
     # Non-finite numbers pass every range check a config makes: they must be refused by name.
@@ -82,7 +82,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("bad-inputs") / "s.zarr")
-    write_store(path, make_meta(n_rows=2000, d=8, chunk_rows=256), synthetic_rows(2000, 8))
+    write_store(path, make_meta(n_rows=2000, d=8, chunk_rows=256), random_rows(2000, 8))
     return path
 
 

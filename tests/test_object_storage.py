@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
+from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
-from synthetic import make_meta, synthetic_rows, write_store
 
 from store import dtypes, open_store
 from store.errors import StoreLockedError
@@ -17,7 +17,7 @@ from store.writer import StoreWriter
 def test_store_round_trip_verify_and_lease_on_s3(s3):
     url = f"s3://{s3.new_bucket()}/acts.zarr"
     meta = make_meta(n_rows=3000, d=16, chunk_rows=512)
-    acts = synthetic_rows(3000, 16)
+    acts = random_rows(3000, 16)
     writer = StoreWriter.open(StoreLocation(url), meta)
     try:
         with pytest.raises(StoreLockedError, match=r"another process .* is writing"):

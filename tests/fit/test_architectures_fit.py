@@ -1,5 +1,5 @@
-"""Every architecture in real training passes over a synthetic store: side by side through `pipeline fit`, stacked
-against the per-SAE loop, and killed with SIGKILL mid-pass then resumed bit for bit (AuxK's counters and
+"""Every architecture in real training passes over a store of random rows: side by side through `pipeline fit`,
+stacked against the per-SAE loop, and killed with SIGKILL mid-pass then resumed bit for bit (AuxK's counters and
 BatchTopK's threshold included)."""
 
 import json
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import forked_fits, run_cli
+from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
-from synthetic import make_meta, synthetic_rows, write_store
 
 from fit.checkpoint import KILL_ENV
 from fit.config import SAEConfig, TrainConfig
@@ -35,7 +35,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("arch") / "s.zarr")
-    write_store(path, make_meta(n_rows=4000, d=D, chunk_rows=512), synthetic_rows(4000, D))
+    write_store(path, make_meta(n_rows=4000, d=D, chunk_rows=512), random_rows(4000, D))
     return path
 
 
@@ -60,7 +60,7 @@ def test_every_architecture_trains_side_by_side_in_one_pipeline_fit(store, tmp_p
     assert names == sorted([f"topk-k3-{aux}-s0", f"topk-k6-{aux}-s0", f"batchtopk-k3-{aux}-s0",
                             f"batchtopk-k6-{aux}-s0", f"matryoshka-K4-k3-{aux}-s0", f"matryoshka-K4-k6-{aux}-s0",
                             "hier-matryoshka-K4-g1.5-l0.04-s0", "hier-K4-g1.5-l0.04-s0", "baseline-l0.04-s0"])
-    x = synthetic_rows(4000, D)[-200:].float()
+    x = random_rows(4000, D)[-200:].float()
     for name in names:
         run = tmp_path / name
         lines = metrics(run)

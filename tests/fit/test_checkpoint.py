@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, forked_fits, pipeline_subprocess, run_cli
+from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
-from synthetic import make_meta, synthetic_rows, write_store
 
 from fit.checkpoint import KILL_ENV
 from fit.trainer import LOCK_FILE
@@ -21,7 +21,7 @@ STEPS, EVERY, LOG_EVERY = 12, 4, 2
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("ckpt") / "s.zarr")
-    write_store(path, make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16))
+    write_store(path, make_meta(n_rows=4000, d=16, chunk_rows=512), random_rows(4000, 16))
     return path
 
 
@@ -82,7 +82,7 @@ def test_compiled_steps_resume_exactly_and_stop_at_a_nan_batch(store, tmp_path):
     j = 6
     order = _plan(TrainConfig(store=store, out=str(tmp_path), batch_size=64, shuffle_rows=1024),
                   open_store(store), World()).order
-    acts = synthetic_rows(4000, 16)
+    acts = random_rows(4000, 16)
     acts[int(order.batch_rows(j)[0]), 2] = float("nan")
     bad = str(tmp_path / "nan.zarr")
     write_store(bad, make_meta(n_rows=4000, d=16, chunk_rows=512), acts)
@@ -153,7 +153,7 @@ def test_an_out_that_cannot_be_a_directory_is_one_line(store, tmp_path, capsys):
 
 def test_an_unfinished_store_names_the_fix_that_fit_has(tmp_path, capsys):
     partial = str(tmp_path / "partial.zarr")
-    write_store(partial, make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16), stop_row=2000)
+    write_store(partial, make_meta(n_rows=4000, d=16, chunk_rows=512), random_rows(4000, 16), stop_row=2000)
     result = run_cli(capsys, "fit", "--store", partial, "--out", tmp_path / "runs")
     assert_one_line_error(result, "is incomplete", "1,536 of 4,000 tokens", "wait for the harvest to finish")
     assert "--partial" not in result.stderr

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 from cli_helpers import pipeline_subprocess
+from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
-from synthetic import make_meta, synthetic_rows, write_store
 
 
 def tree_digest(root: Path) -> str:
@@ -19,7 +19,7 @@ def tree_digest(root: Path) -> str:
 
 def test_two_fits_read_one_store_at_once(tmp_path):
     store = tmp_path / "s.zarr"
-    write_store(str(store), make_meta(n_rows=20000, d=32, chunk_rows=1024), synthetic_rows(20000, 32))
+    write_store(str(store), make_meta(n_rows=20000, d=32, chunk_rows=1024), random_rows(20000, 32))
     before = tree_digest(store)
     args = ["fit", "--store", store, "--batch-size", 256, "--tokens", 256 * 60, "--data", "stream",
             "--shuffle-rows", 2048, "--variant", "baseline"]

@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import torch
+from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
-from synthetic import make_meta, synthetic_rows, write_store
 
 
 def test_two_gloo_processes_equal_one_process_on_the_same_global_batches(tmp_path):
     store = str(tmp_path / "s.zarr")
-    write_store(store, make_meta(n_rows=16000, d=32, chunk_rows=1024), synthetic_rows(16000, 32))
+    write_store(store, make_meta(n_rows=16000, d=32, chunk_rows=1024), random_rows(16000, 32))
     common = ["fit", "--store", store, "--variant", "baseline", "--variant", "hier", "--batch-size", 256,
               "--tokens", 256 * 40, "--log-every", 10, "--checkpoint-every", 20, "--shuffle-rows", 2048,
               "--device", "cpu"]
@@ -60,7 +60,7 @@ def test_a_killed_two_process_fit_resumes_to_the_same_weights(tmp_path):
     import time
 
     store = str(tmp_path / "s.zarr")
-    write_store(store, make_meta(n_rows=40000, d=128, chunk_rows=2048), synthetic_rows(40000, 128))
+    write_store(store, make_meta(n_rows=40000, d=128, chunk_rows=2048), random_rows(40000, 128))
     common = ["fit", "--store", store, "--variant", "hier", "--batch-size", 256, "--tokens", 256 * 400,
               "--log-every", 10, "--checkpoint-every", 20, "--shuffle-rows", 4096, "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -108,10 +108,10 @@ def test_a_nan_batch_that_one_rank_reads_stops_both_ranks_naming_it(tmp_path):
 
     meta, j = make_meta(n_rows=16000, d=32, chunk_rows=1024), 9
     clean = str(tmp_path / "clean.zarr")
-    write_store(clean, meta, synthetic_rows(16000, 32))
+    write_store(clean, meta, random_rows(16000, 32))
     cfg = TrainConfig(store=clean, out=str(tmp_path), batch_size=256, shuffle_rows=2048, streams=2)
     order = _plan(cfg, open_store(clean), World()).order
-    acts = synthetic_rows(16000, 32)
+    acts = random_rows(16000, 32)
     acts[int(order.batch_rows(j, [1])[5]), 0] = float("inf")  # in rank 1's half of batch j only
     bad = str(tmp_path / "inf.zarr")
     write_store(bad, meta, acts)

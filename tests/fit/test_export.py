@@ -6,6 +6,7 @@ import json
 import pytest
 import sae_lens
 import torch
+from tests.synthetic import make_meta, random_rows, write_store
 
 from fit.config import VARIANTS as ALL_VARIANTS
 from fit.config import SAEConfig, TrainConfig
@@ -13,7 +14,6 @@ from fit.export import SAELENS_ARCHITECTURES, export_saelens
 from fit.runs import RunDir, load_sae
 from fit.sae import SAE
 from fit.trainer import fit
-from tests.synthetic import make_meta, synthetic_rows, write_store
 
 D = 24
 VARIANTS = ("baseline", "hier", "hier-matryoshka", "topk", "batchtopk", "matryoshka")
@@ -23,7 +23,7 @@ EXPECTED = {"baseline": "standard", "hier": "standard", "hier-matryoshka": "stan
 
 def _rows(n: int, mean: torch.Tensor, seed: int = 1) -> torch.Tensor:
     """Activation-like rows (structured directions, an offset, varied norms) around ``mean``."""
-    return synthetic_rows(n, D, seed=seed) * (torch.rand(n, 1) + 0.5) + mean
+    return random_rows(n, D, seed=seed) * (torch.rand(n, 1) + 0.5) + mean
 
 
 def _agree(ours: SAE, theirs: sae_lens.SAE, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,7 @@ def test_every_architecture_trained_in_one_pass_exports_and_agrees(tmp_path):
     """``pipeline fit``'s own export of a pass that trains every architecture: each run's saelens/ folder loads in
     SAELens and agrees with the run's SAE (BatchTopK and Matryoshka with the threshold their training estimated)."""
     meta = make_meta(n_rows=2048, d=D, chunk_rows=256)
-    acts = synthetic_rows(2048, D)
+    acts = random_rows(2048, D)
     write_store(str(tmp_path / "s.zarr"), meta, acts)
     saes = [SAEConfig(variant=v, groups=3, k=4, expansion=2.0, l1=0.01) for v in VARIANTS]
     results = fit(TrainConfig(store=str(tmp_path / "s.zarr"), out=str(tmp_path / "runs"), batch_size=128,

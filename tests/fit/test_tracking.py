@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import pytest
-from synthetic import make_meta, synthetic_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
 from fit.config import SAEConfig, TrainConfig
 from fit.errors import FitError
@@ -18,7 +18,7 @@ HIER = SAEConfig(variant="hier", groups=3, gamma=1.5, seed=0)
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("track") / "s.zarr")
-    write_store(path, make_meta(n_rows=4000, d=24, chunk_rows=512), synthetic_rows(4000, 24))
+    write_store(path, make_meta(n_rows=4000, d=24, chunk_rows=512), random_rows(4000, 24))
     return path
 
 

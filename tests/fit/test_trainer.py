@@ -1,4 +1,5 @@
-"""Training passes over real (synthetic-content) stores: equality across passes, modes and resumes."""
+"""Training passes over real stores (random rows written through the store API): equality across passes, modes and
+resumes."""
 
 import json
 import signal
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
+from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
-from synthetic import make_meta, synthetic_rows, write_store
 
 from fit.config import SAEConfig, TrainConfig
 from fit.distributed import World
@@ -24,7 +25,7 @@ from store.reader import open_store
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("fit") / "s.zarr")
-    write_store(path, make_meta(n_rows=12000, d=32, chunk_rows=1024), synthetic_rows(12000, 32))
+    write_store(path, make_meta(n_rows=12000, d=32, chunk_rows=1024), random_rows(12000, 32))
     return path
 
 
@@ -109,7 +110,7 @@ def test_finished_runs_are_skipped_and_other_configs_refused(store, tmp_path):
 
 def test_an_incomplete_store_is_refused(tmp_path):
     partial = str(tmp_path / "partial.zarr")
-    write_store(partial, make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16), stop_row=2000)
+    write_store(partial, make_meta(n_rows=4000, d=16, chunk_rows=512), random_rows(4000, 16), stop_row=2000)
     with pytest.raises(IncompleteStoreError, match="incomplete"):
         fit(train_cfg(partial, tmp_path / "a"), [HIER])
 
@@ -118,10 +119,10 @@ def test_an_incomplete_store_is_refused(tmp_path):
 def test_a_nan_batch_is_named_and_no_checkpoint_holds_a_step_after_it(tmp_path, every, log_every):
     meta, j = make_meta(n_rows=4000, d=16, chunk_rows=512), 13
     clean = str(tmp_path / "clean.zarr")
-    write_store(clean, meta, synthetic_rows(4000, 16))
+    write_store(clean, meta, random_rows(4000, 16))
     cfg = dict(batch_size=128, tokens=128 * 25, checkpoint_every=every, log_every=log_every)
     order = _plan(train_cfg(clean, tmp_path, **cfg), open_store(clean), World()).order
-    acts = synthetic_rows(4000, 16)
+    acts = random_rows(4000, 16)
     acts[int(order.batch_rows(j)[7]), 3] = float("nan")  # a row of batch j (0-based) alone
     bad = str(tmp_path / "nan.zarr")
     write_store(bad, meta, acts)
@@ -141,7 +142,7 @@ def test_a_nan_batch_is_named_and_no_checkpoint_holds_a_step_after_it(tmp_path, 
 
 def test_cli_errors_are_one_line(store, tmp_path, capsys):
     other = str(tmp_path / "other.zarr")
-    write_store(other, make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16))
+    write_store(other, make_meta(n_rows=4000, d=16, chunk_rows=512), random_rows(4000, 16))
     out = tmp_path / "runs"
     args = ["fit", "--out", out, "--batch-size", 128, "--tokens", 128 * 4]
     assert run_cli(capsys, *args, "--store", store).code == 0
@@ -161,7 +162,7 @@ def _pass_step(out: Path):
 
 def test_kill_9_and_resume_gives_the_uninterrupted_weights(tmp_path):
     store = str(tmp_path / "s.zarr")
-    write_store(store, make_meta(n_rows=60000, d=96, chunk_rows=4096), synthetic_rows(60000, 96))
+    write_store(store, make_meta(n_rows=60000, d=96, chunk_rows=4096), random_rows(60000, 96))
     args = ["fit", "--store", store, "--variant", "baseline", "--variant", "hier", "--batch-size", 128,
             "--log-every", 10, "--checkpoint-every", 40, "--shuffle-rows", 8192, "--tokens", 128 * 400]
     killed = tmp_path / "killed"

@@ -3,7 +3,7 @@ import time
 
 import pytest
 import torch
-from synthetic import make_meta
+from direct_store import make_meta
 
 from harvest.errors import HarvestError
 from harvest.lm import (

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from synthetic import make_meta, synthetic_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
 from store.batches import BatchOrder, ShuffledBatches
 from store.errors import StoreError
@@ -11,7 +11,7 @@ from store.reader import open_store
 def store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("b") / "s.zarr")
     meta = make_meta(n_rows=2000, d=4, chunk_rows=128)
-    write_store(path, meta, synthetic_rows(2000, 4))  # random rows: each row's bytes identify it
+    write_store(path, meta, random_rows(2000, 4))  # random rows: each row's bytes identify it
     return open_store(path)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
-from synthetic import make_meta, synthetic_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
 from store import format as fmt
 from store.errors import CorruptStoreError
@@ -45,7 +45,7 @@ def _read(st, name: str, j: int):
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pristine") / "s.zarr"
-    write_store(str(path), make_meta(n_rows=1000, d=8, chunk_rows=CHUNK_ROWS), synthetic_rows(1000, 8))
+    write_store(str(path), make_meta(n_rows=1000, d=8, chunk_rows=CHUNK_ROWS), random_rows(1000, 8))
     return path
 
 
@@ -88,12 +88,12 @@ def test_an_intact_store_reads_every_array(pristine):
 
 def test_fit_with_store_statistics_refuses_a_damaged_statistics_chunk_in_one_line(tmp_path, capsys):
     store = tmp_path / "s.zarr"
-    write_store(str(store), make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16))
+    write_store(str(store), make_meta(n_rows=4000, d=16, chunk_rows=512), random_rows(4000, 16))
     args = ["fit", "--store", store, "--norm", "store_stats", "--batch-size", 128, "--tokens", 128 * 4]
     _chunk_file(store, fmt.CHUNK_MEAN, 2).unlink()
     assert_one_line_error(run_cli(capsys, *args, "--out", tmp_path / "a"), "stats/chunk_mean chunk 2", "missing")
     shutil.rmtree(store)
-    write_store(str(store), make_meta(n_rows=4000, d=16, chunk_rows=512), synthetic_rows(4000, 16))
+    write_store(str(store), make_meta(n_rows=4000, d=16, chunk_rows=512), random_rows(4000, 16))
     _flip(_chunk_file(store, fmt.CHUNK_M2, 5))
     assert_one_line_error(run_cli(capsys, *args, "--out", tmp_path / "b"), "stats/chunk_m2 chunk 5", "checksum")
     assert_one_line_error(run_cli(capsys, "store", "info", store), "stats/chunk_m2 chunk 5", "checksum")

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from synthetic import make_meta, synthetic_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
 from store.format import ContextInfo, ceil_div
 from store.reader import open_store
@@ -34,7 +34,7 @@ def _hand_input_ids(st, contexts):
 def test_context_geometry_matches_the_hand_computation(tmp_path, include_bos):
     # 1000 rows in contexts of 16 tokens: 15 or 16 rows each, so the last context is short either way
     meta = make_meta(n_rows=1000, d=8, chunk_rows=128, context=ContextInfo(16, include_bos))
-    write_store(str(tmp_path / "s.zarr"), meta, synthetic_rows(1000, 8))
+    write_store(str(tmp_path / "s.zarr"), meta, random_rows(1000, 8))
     st = open_store(str(tmp_path / "s.zarr"))
     per_ctx = 16 if include_bos else 15
     assert st.rows_per_context == per_ctx
@@ -62,10 +62,10 @@ def test_context_geometry_matches_the_hand_computation(tmp_path, include_bos):
 
 def test_store_identity_is_the_meta_identity_plus_its_rows(tmp_path):
     meta = make_meta(n_rows=1000, d=8, chunk_rows=128)
-    write_store(str(tmp_path / "s.zarr"), meta, synthetic_rows(1000, 8))
+    write_store(str(tmp_path / "s.zarr"), meta, random_rows(1000, 8))
     identity = open_store(str(tmp_path / "s.zarr")).identity()
     assert json.loads(json.dumps(identity)) == identity
     assert identity == {**meta.identity(), "d_model": 8, "n_rows": 1000}
-    assert identity["dataset"] == "json" and identity["data_files"] == ["synthetic.jsonl"]
+    assert identity["dataset"] == "json" and identity["data_files"] == ["api-written.jsonl"]
     for key in ("model", "model_fingerprint", "layer", "context_length", "include_bos"):
         assert key in identity

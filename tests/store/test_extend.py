@@ -1,4 +1,4 @@
-"""Extending a complete store through the store API (synthetic rows, no LM): the rows it held stay as stored,
+"""Extending a complete store through the store API (random rows, no LM): the rows it held stay as stored,
 the result is the store written in one go, readers refuse it while it grows, and what cannot grow is refused
 in one line."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import make_meta, synthetic_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
 from store import dtypes
 from store.errors import IncompleteStoreError, StoreError, StoreMismatchError
@@ -48,7 +48,7 @@ def assert_same_store(a, b):
 
 
 def test_a_grown_store_keeps_its_rows_and_equals_one_written_in_one_go(tmp_path):
-    acts = synthetic_rows(2000, 8)
+    acts = random_rows(2000, 8)
     grown, one = tmp_path / "grown.zarr", tmp_path / "one.zarr"
     write_store(str(grown), make_meta(n_rows=1000), acts[:1000])
     before = open_store(str(grown)).read_rows_raw(0, 1000)
@@ -64,7 +64,7 @@ def test_a_grown_store_keeps_its_rows_and_equals_one_written_in_one_go(tmp_path)
 
 
 def test_readers_refuse_a_store_while_it_grows_and_see_its_old_rows_in_a_partial_read(tmp_path):
-    acts = synthetic_rows(2000, 8)
+    acts = random_rows(2000, 8)
     path = tmp_path / "s.zarr"
     write_store(str(path), make_meta(n_rows=1000), acts[:1000])
     before = open_store(str(path)).read_rows_raw(0, 1000)
@@ -80,7 +80,7 @@ def test_readers_refuse_a_store_while_it_grows_and_see_its_old_rows_in_a_partial
 
 def _ran_out(path):
     """A store asked for 1000 rows whose data ran out at row 700."""
-    acts = synthetic_rows(1000, 8)
+    acts = random_rows(1000, 8)
     writer = StoreWriter.open(StoreLocation(str(path)), make_meta(n_rows=1000))
     sink = ChunkSink(writer)
     sink.put(0, dtypes.encode(acts, "bfloat16")[:700], (np.arange(700) % 100).astype(np.int32))
@@ -99,7 +99,7 @@ def test_what_cannot_grow_is_refused_in_one_line_and_left_as_it_was(tmp_path, ca
     if case == "ran out":
         _ran_out(path)
     else:
-        write_store(str(path), make_meta(n_rows=1000), synthetic_rows(1000, 8),
+        write_store(str(path), make_meta(n_rows=1000), random_rows(1000, 8),
                     stop_row=500 if case == "unfinished" else None)
     files = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
     with pytest.raises(StoreMismatchError) as err:
@@ -109,7 +109,7 @@ def test_what_cannot_grow_is_refused_in_one_line_and_left_as_it_was(tmp_path, ca
 
 
 def test_growing_over_text_that_changed_is_refused_and_keeps_every_row(tmp_path):
-    acts = synthetic_rows(2000, 8)
+    acts = random_rows(2000, 8)
     path = tmp_path / "s.zarr"
     write_store(str(path), make_meta(n_rows=1000), acts[:1000])
     kept = tmp_path / "kept.zarr"
@@ -137,7 +137,7 @@ def _run_killed(kill_at: str, call: str) -> None:
 
 
 def small(path: str) -> None:
-    write_store(path, make_meta(n_rows=1000), synthetic_rows(2000, 8)[:1000])
+    write_store(path, make_meta(n_rows=1000), random_rows(2000, 8)[:1000])
 
 
 def grow(path: str) -> None:
@@ -148,13 +148,13 @@ def grow(path: str) -> None:
     if writer.done:
         finalize(StoreLocation(path))
     else:
-        write_store(path, make_meta(n_rows=2000), synthetic_rows(2000, 8))
+        write_store(path, make_meta(n_rows=2000), random_rows(2000, 8))
 
 
 @pytest.mark.parametrize("kill_at", [*(f"grow:{s}" for s in GROWTH_STEPS), "finalize:statistics",
                                      "finalize:completed"])
 def test_a_growth_killed_after_any_step_is_finished_by_the_same_run(tmp_path, kill_at):
-    acts = synthetic_rows(2000, 8)
+    acts = random_rows(2000, 8)
     path = tmp_path / "s.zarr"
     write_store(str(path), make_meta(n_rows=1000), acts[:1000])
     before = open_store(str(path)).read_rows_raw(0, 1000)
@@ -176,6 +176,6 @@ def test_progress_left_by_a_killed_tidy_up_does_not_count_for_the_growth(tmp_pat
     path = tmp_path / "s.zarr"
     _run_killed("finalize:completed", f"small({str(path)!r})")
     assert open_store(str(path)).meta.complete and (path / "_harvest").exists()
-    write_store(str(path), make_meta(n_rows=1020), synthetic_rows(2000, 8)[:1020])
-    write_store(str(tmp_path / "one.zarr"), make_meta(n_rows=1020), synthetic_rows(2000, 8)[:1020])
+    write_store(str(path), make_meta(n_rows=1020), random_rows(2000, 8)[:1020])
+    write_store(str(tmp_path / "one.zarr"), make_meta(n_rows=1020), random_rows(2000, 8)[:1020])
     assert_same_store(path, tmp_path / "one.zarr")

@@ -24,17 +24,17 @@ TIMING = {"harvest_seconds", "created_at", "metadata_sha256"}
 """Root attributes that differ between any two runs (wall-clock time, and the checksum that covers it)."""
 
 def write(path: str, short: bool) -> None:
-    """A small synthetic store, finalised by its writer; ``short``: the data set runs out at row 700, so
+    """A small store of random rows, finalised by its writer; ``short``: the data set runs out at row 700, so
     finalize shrinks the arrays first."""
     import numpy as np
-    from synthetic import make_meta, synthetic_rows, write_store
+    from direct_store import make_meta, random_rows, write_store
 
     from store import dtypes
     from store.location import StoreLocation
     from store.sink import ChunkSink
     from store.writer import StoreWriter
 
-    meta, acts = make_meta(n_rows=1000, d=8, chunk_rows=128), synthetic_rows(1000, 8)
+    meta, acts = make_meta(n_rows=1000, d=8, chunk_rows=128), random_rows(1000, 8)
     if not short:
         write_store(path, meta, acts)
         return

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
-from synthetic import make_meta, synthetic_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
 from store.errors import StoreError
 from store.reader import open_store
@@ -117,7 +117,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pristine") / "s.zarr"
-    write_store(str(path), make_meta(n_rows=1000, d=8, chunk_rows=128), synthetic_rows(1000, 8))
+    write_store(str(path), make_meta(n_rows=1000, d=8, chunk_rows=128), random_rows(1000, 8))
     assert verify_store(str(path)).ok
     return path
 

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from synthetic import make_meta, synthetic_rows
+from direct_store import make_meta, random_rows
 
 from store import dtypes
 from store.errors import StoreError, StoreMismatchError
@@ -42,7 +42,7 @@ def test_a_sharded_harvest_picks_or_demands_chunks_of_whole_contexts():
 def test_a_partial_read_of_a_sharded_store_ends_at_the_first_chunk_not_written(tmp_path):
     url = str(tmp_path / "s.zarr")
     meta = make_meta(n_rows=1000, chunk_rows=120, ctx=16, num_shards=2)  # 8 chunks of 8 contexts of 15 rows
-    acts = dtypes.encode(synthetic_rows(1000, 8), "bfloat16")
+    acts = dtypes.encode(random_rows(1000, 8), "bfloat16")
     tokens = (np.arange(1000) % 100).astype(np.int32)
 
     def write(shard: int, chunks: int) -> None:

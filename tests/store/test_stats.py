@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from synthetic import make_meta
+from direct_store import make_meta
 
 from store import dtypes, open_store
 from store.errors import StoreError

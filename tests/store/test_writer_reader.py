@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from synthetic import make_meta, synthetic_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
 from store import dtypes
 from store.errors import (
@@ -26,7 +26,7 @@ def meta():
 
 
 def test_roundtrip_rows_tokens_stats(tmp_path, meta):
-    acts = synthetic_rows(1000, 8)
+    acts = random_rows(1000, 8)
     write_store(str(tmp_path / "s.zarr"), meta, acts)
     st = open_store(str(tmp_path / "s.zarr"))
     assert st.meta.complete and st.n_rows == 1000 and st.fast_path
@@ -52,7 +52,7 @@ def test_roundtrip_rows_tokens_stats(tmp_path, meta):
 
 
 def test_reader_refuses_incomplete_unless_partial(tmp_path, meta):
-    acts = synthetic_rows(1000, 8)
+    acts = random_rows(1000, 8)
     write_store(str(tmp_path / "s.zarr"), meta, acts, stop_row=450)
     with pytest.raises(IncompleteStoreError, match="written 384 of 1,000"):
         open_store(str(tmp_path / "s.zarr"))
@@ -62,7 +62,7 @@ def test_reader_refuses_incomplete_unless_partial(tmp_path, meta):
 
 
 def test_resume_continues_and_matches_one_pass(tmp_path, meta):
-    acts = synthetic_rows(1000, 8)
+    acts = random_rows(1000, 8)
     write_store(str(tmp_path / "a.zarr"), meta, acts, stop_row=450)
     writer = write_store(str(tmp_path / "a.zarr"), meta, acts)
     assert writer.meta.complete or open_store(str(tmp_path / "a.zarr")).meta.complete
@@ -84,7 +84,7 @@ def test_second_writer_fails_at_once(tmp_path, meta):
 
 
 def test_mismatched_store_is_named(tmp_path, meta):
-    write_store(str(tmp_path / "s.zarr"), meta, synthetic_rows(1000, 8))
+    write_store(str(tmp_path / "s.zarr"), meta, random_rows(1000, 8))
     with pytest.raises(StoreMismatchError, match="layer = 2, but this run asks for 3"):
         StoreWriter.open(StoreLocation(str(tmp_path / "s.zarr")), make_meta(layer=3))
     with pytest.raises(StoreMismatchError, match="fingerprint"):
@@ -101,7 +101,7 @@ def test_missing_store(tmp_path):
 
 def test_verify_passes_then_catches_corruption_truncation_and_loss(tmp_path, meta):
     path = tmp_path / "s.zarr"
-    write_store(str(path), meta, synthetic_rows(1000, 8))
+    write_store(str(path), meta, random_rows(1000, 8))
     report = verify_store(str(path))
     assert report.ok, report.errors
     assert report.chunks_read == 8 and report.nan_count == 0
@@ -122,7 +122,7 @@ def test_verify_passes_then_catches_corruption_truncation_and_loss(tmp_path, met
 
 
 def test_verify_reports_nan_and_bad_stats(tmp_path, meta):
-    acts = synthetic_rows(1000, 8)
+    acts = random_rows(1000, 8)
     acts[5, 3] = float("nan")
     acts[700, 1] = float("inf")
     write_store(str(tmp_path / "s.zarr"), meta, acts)
@@ -133,7 +133,7 @@ def test_verify_reports_nan_and_bad_stats(tmp_path, meta):
 
 def test_verify_catches_tampered_attributes(tmp_path, meta):
     path = tmp_path / "s.zarr"
-    write_store(str(path), meta, synthetic_rows(1000, 8))
+    write_store(str(path), meta, random_rows(1000, 8))
     root = json.loads((path / "zarr.json").read_text())
     root["attributes"]["format_version"] = 99
     (path / "zarr.json").write_text(json.dumps(root))
@@ -144,7 +144,7 @@ def test_verify_catches_tampered_attributes(tmp_path, meta):
 def test_fsspec_url_store_roundtrip():
     """Nothing may assume a local path: write and read through fsspec's in-memory filesystem."""
     meta = make_meta(n_rows=600, d=8, chunk_rows=128)
-    acts = synthetic_rows(600, 8)
+    acts = random_rows(600, 8)
     write_store("memory://roundtrip/s.zarr", meta, acts)
     st = open_store("memory://roundtrip/s.zarr")
     assert not st.location.is_local and st.fast_path
@@ -156,7 +156,7 @@ def test_data_set_running_out_shrinks_the_store(tmp_path):
     from store.sink import ChunkSink
 
     meta = make_meta(n_rows=1000, d=8, chunk_rows=128)
-    acts = synthetic_rows(1000, 8)
+    acts = random_rows(1000, 8)
     writer = StoreWriter.open(StoreLocation(str(tmp_path / "s.zarr")), meta)
     sink = ChunkSink(writer)
     raw = dtypes.encode(acts, "bfloat16")
@@ -173,7 +173,7 @@ def test_verify_catches_statistics_that_disagree_with_the_data(tmp_path, meta):
     import zarr
 
     path = tmp_path / "s.zarr"
-    write_store(str(path), meta, synthetic_rows(1000, 8))
+    write_store(str(path), meta, random_rows(1000, 8))
     g = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     m2 = g["stats/chunk_m2"][2]
     g["stats/chunk_m2"][2] = m2 * 1.01
@@ -189,7 +189,7 @@ def test_a_finalize_that_stopped_early_is_repaired_by_finalize(tmp_path, meta):
     from store.finalize import finalize
 
     path = tmp_path / "s.zarr"
-    write_store(str(path), meta, synthetic_rows(1000, 8))
+    write_store(str(path), meta, random_rows(1000, 8))
     raw = json.loads((path / "zarr.json").read_text())
     raw.pop("consolidated_metadata")
     (path / "zarr.json").write_text(json.dumps(raw))
