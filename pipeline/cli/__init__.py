@@ -33,11 +33,19 @@ def main() -> None:
         console.print("[yellow]interrupted: rerun the same command to resume where it stopped[/yellow]")
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except UserError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        # Click's own usage block is three lines and says "Error: Invalid value"; ours is one line naming the option
+        # and where to look, like every other user error.
+        command = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "pipeline"
+        error_line(f"{exc.format_message()} (see `{command} --help`)")
         sys.exit(2)
+    except UserError as exc:
+        error_line(str(exc))
+        sys.exit(2)
+
+
+def error_line(message: str) -> None:
+    """The one line every user error ends with."""
+    console.print(f"[bold red]error:[/bold red] {' '.join(message.split())}", highlight=False, soft_wrap=True)
 
 
 from pipeline.cli import browse, demo, evaluate, experiment, fit, harvest, report, store  # noqa: E402
