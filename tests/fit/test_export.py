@@ -6,7 +6,7 @@ import json
 import pytest
 import sae_lens
 import torch
-from tests.synthetic import make_meta, random_rows, write_store
+from direct_store import make_meta, random_rows, write_store
 
 from fit.config import VARIANTS as ALL_VARIANTS
 from fit.config import SAEConfig, TrainConfig
