@@ -92,6 +92,18 @@ class SAE(nn.Module):
         training)."""
         return self.arch.encode(x_n_BD, self.W_enc, self.b_enc, dict(self.named_buffers()))
 
+    def decoder_directions(self) -> torch.Tensor:
+        """(F, D): each latent's decoder row in activation space, up to a positive scale per input row.
+
+        Layer norm rescales each input row by a positive scalar (its standard deviation) and shifts it along the
+        all-ones vector: the direction is the row itself. Store statistics scale each dimension by the store's
+        standard deviation, which changes the direction; without normalisation the row is the direction.
+        """
+        W = self.W_dec.detach().float()
+        if self.cfg.norm == "store_stats":
+            W = W * self.norm_std
+        return W
+
     def decode(self, z_BF: torch.Tensor) -> torch.Tensor:
         return fn.decode(z_BF, self.W_dec, self.b_dec)
 

@@ -20,10 +20,10 @@ import zarr
 from store import format as fmt
 from store.errors import CorruptStoreError, IncompleteStoreError, StoreError
 from store.layout import (
-    GROUPS,
     ROOT_DOC,
     array_specs,
     doc_key,
+    groups,
     metadata_checksum,
     open_group,
     read_doc,
@@ -157,11 +157,13 @@ def _write_root(location: StoreLocation, attrs: dict) -> None:
     """Write the root zarr.json in one atomic step: the attributes, the consolidated metadata of every node and
     the checksum over both. Consolidated the way zarr does it, so that plain zarr opens the store from it."""
     nodes = {}
-    for name in sorted([*array_specs(fmt.StoreMeta.from_attrs(attrs, where=str(location))), *GROUPS]):
+    meta = fmt.StoreMeta.from_attrs(attrs, where=str(location))
+    node_groups = groups(meta)
+    for name in sorted([*array_specs(meta), *node_groups]):
         doc = read_doc(location, doc_key(name))
         if doc is None:
             raise CorruptStoreError(f"{location}/{doc_key(name)} is missing: the store is damaged; re-harvest it")
-        if name in GROUPS:
+        if name in node_groups:
             doc = {**doc, "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": {}}}
         nodes[name] = doc
     attrs = {**attrs, "metadata_sha256": None}

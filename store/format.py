@@ -135,6 +135,41 @@ class ContextInfo:
         return min(start, n_rows), min(start + self.rows_per_context, n_rows)
 
 
+@dataclass(frozen=True)
+class SyntheticInfo:
+    """A synthetic store's generative model and row stream (``pipeline synth``): its rows were sampled from a known
+    model, whose ground truth the store holds under ``truth/`` (store/truth.py, docs/store-format.md)."""
+
+    name: str
+    """The preset, or the name of the config file, the model came from."""
+    config: dict[str, Any]
+    """The model's SAELens configuration (``SyntheticModelConfig.to_dict()``)."""
+    config_file: str | None
+    """The config file it was read from (None for a preset)."""
+    model_digest: str
+    """``sha256:`` over the model's arrays as stored (the dictionary, bias, probabilities, magnitudes, correlation
+    and forest): its identity by content."""
+    seed: int
+    """Seed of the row stream: rows come in blocks of ``block_rows``, block j sampled from a generator seeded by
+    (seed, j) alone."""
+    first_row: int
+    """The stream row that is the store's row 0 (0, or where the held-out rows of a streamed fit begin)."""
+    block_rows: int
+    """Rows per seeded block."""
+    sampler: str
+    """``fast`` (this tool's sparse sampler) or ``sae-lens`` (SAELens's own): the same distribution, other draws."""
+    device: str
+    """The device type the rows were sampled on (CPU and CUDA generators draw different numbers)."""
+    n_features: int
+    """G, the true features."""
+    rank: int
+    """R, the rank of the firing correlation (0: features fire independently)."""
+    n_children: int
+    """Features that have a parent."""
+    slots: int
+    """S, the width of each row's padded list of active features."""
+
+
 IDENTITY_LABELS = {
     "model_revision": "model revision",
     "model_fingerprint": "model weights (fingerprint)",
@@ -149,6 +184,12 @@ IDENTITY_LABELS = {
     "compute_dtype": "compute dtype",
     "batch_size": "batch size",
     "chunk_rows": "chunk rows",
+    "synthetic_model": "synthetic model (content digest)",
+    "synthetic_seed": "seed",
+    "synthetic_first_row": "first stream row",
+    "synthetic_sampler": "sampler",
+    "synthetic_device": "sampling device",
+    "synthetic_slots": "active-feature slots",
 }
 """Identity key -> how messages name it (keys not listed read as they are)."""
 
@@ -196,6 +237,8 @@ class StoreMeta:
     metadata_sha256: str | None = None
     """sha256 of the root attributes (less this key) and every node's metadata document, in canonical JSON,
     recorded at finalisation (``store.layout.metadata_checksum``); `store verify` recomputes it."""
+    synthetic: SyntheticInfo | None = None
+    """Set for a synthetic store (``pipeline synth``): its model and row stream; None for an LM's activations."""
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
@@ -247,6 +290,10 @@ class StoreMeta:
             "batch_size": self.harvest_config.get("batch_size"),
             "tokens": self.tokens_requested,
             "chunk_rows": self.chunk_rows,
+            **({} if self.synthetic is None else {
+                "synthetic_model": self.synthetic.model_digest, "synthetic_seed": self.synthetic.seed,
+                "synthetic_first_row": self.synthetic.first_row, "synthetic_sampler": self.synthetic.sampler,
+                "synthetic_device": self.synthetic.device, "synthetic_slots": self.synthetic.slots}),
         }
 
     def first_mismatch(self, other: StoreMeta, ignore: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:
@@ -288,14 +335,16 @@ class StoreMeta:
             raise CorruptStoreError(f"{where}: attribute {problem}: the metadata is damaged; restore it or re-harvest")
         values = dict(attrs)
         for key, part in _PARTS.items():
-            values[key] = part(**attrs[key])
+            if attrs.get(key) is not None:
+                values[key] = part(**attrs[key])
         try:
             return cls(**values)
         except StoreError as exc:
             raise CorruptStoreError(f"{where}: {exc}: the metadata is damaged; restore it or re-harvest") from None
 
 
-_PARTS = {"model": ModelInfo, "tokenizer": TokenizerInfo, "dataset": DatasetInfo, "context": ContextInfo}
+_PARTS = {"model": ModelInfo, "tokenizer": TokenizerInfo, "dataset": DatasetInfo, "context": ContextInfo,
+          "synthetic": SyntheticInfo}
 
 
 def schema_problem(cls: type, values: Any, prefix: str = "") -> str | None:
@@ -311,6 +360,7 @@ def schema_problem(cls: type, values: Any, prefix: str = "") -> str | None:
                 return f"'{key}' is missing"
             continue
         hint, value = hints[f.name], values[f.name]
+        hint = _optional_part(hint, value)
         if dataclasses.is_dataclass(hint):
             problem = schema_problem(hint, value, f"{key}.")
             if problem is not None:
@@ -321,6 +371,16 @@ def schema_problem(cls: type, values: Any, prefix: str = "") -> str | None:
     if unknown:
         return f"'{prefix}{unknown[0]}' is not part of the format"
     return None
+
+
+def _optional_part(hint: Any, value: Any) -> Any:
+    """``Part | None`` with a value present -> Part (checked as one); every other hint as it is."""
+    args = typing.get_args(hint)
+    if value is not None and typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        parts = [a for a in args if dataclasses.is_dataclass(a)]
+        if len(parts) == 1:
+            return parts[0]
+    return hint
 
 
 def json_type(value: Any) -> str:

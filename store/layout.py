@@ -15,6 +15,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 
 from store import format as fmt
+from store import truth
 from store.errors import CorruptStoreError, StoreError
 from store.location import StoreLocation
 
@@ -28,7 +29,18 @@ ARRAY_CONFIG = {"write_empty_chunks": True}
 
 def array_specs(meta: fmt.StoreMeta) -> dict[str, dict]:
     """Name -> zarr.create_array arguments for every array of a store."""
-    return _specs(meta.n_rows, meta.d_model, meta.chunk_rows, meta.storage_dtype)
+    return _specs(meta.n_rows, meta.d_model, meta.chunk_rows, meta.storage_dtype, truth_geometry(meta))
+
+
+def truth_geometry(meta: fmt.StoreMeta) -> tuple[int, int, int, int] | None:
+    """(G, R, children, S) of a synthetic store's ground truth; None for an LM's store."""
+    syn = meta.synthetic
+    return None if syn is None else (syn.n_features, syn.rank, syn.n_children, syn.slots)
+
+
+def groups(meta: fmt.StoreMeta) -> tuple[str, ...]:
+    """The intermediate groups the store's array names imply (``stats/mean`` lives in group ``stats``)."""
+    return GROUPS + ((truth.GROUP,) if meta.synthetic is not None else ())
 
 
 def array_shape(meta: fmt.StoreMeta, name: str) -> tuple[int, ...]:
@@ -36,13 +48,15 @@ def array_shape(meta: fmt.StoreMeta, name: str) -> tuple[int, ...]:
     return array_specs(meta)[name]["shape"]
 
 
-def _specs(n: int, d: int, c: int, storage_dtype: str) -> dict[str, dict]:
+def _specs(n: int, d: int, c: int, storage_dtype: str,
+           truth_shape: tuple[int, int, int, int] | None = None) -> dict[str, dict]:
     n_stat_chunks = fmt.n_chunks(n, c)
     # Activations are not compressed: compression measured 1.0-1.26x on bf16 activations and halves read
     # speed (docs/store-format.md); crc32c (25 GB/s) makes every chunk self-checking.
     raw = {"serializer": BytesCodec(), "compressors": [Crc32cCodec()]}
     small = {"serializer": BytesCodec(), "compressors": [ZstdCodec(level=3), Crc32cCodec()]}
-    return {
+    truth_specs = {} if truth_shape is None else _truth_specs(n, d, c, *truth_shape, raw=raw, small=small)
+    return truth_specs | {
         fmt.ACTIVATIONS: dict(
             shape=(n, d), chunks=(c, d), dtype=storage_dtype, fill_value=0,
             dimension_names=["row", "dim"], **raw,
@@ -65,6 +79,39 @@ def _specs(n: int, d: int, c: int, storage_dtype: str) -> dict[str, dict]:
         fmt.MEAN: dict(shape=(d,), chunks=(d,), dtype="float64", fill_value=0.0, dimension_names=["dim"], **raw),
         fmt.VAR: dict(shape=(d,), chunks=(d,), dtype="float64", fill_value=0.0, dimension_names=["dim"], **raw),
     }
+
+
+def _truth_specs(n: int, d: int, c: int, G: int, R: int, children: int, S: int, *, raw: dict,
+                 small: dict) -> dict[str, dict]:
+    """A synthetic store's ground truth (store/truth.py): each row's active features and coefficients, chunked
+    like its activations, and the model's arrays."""
+    t = truth.GROUP
+
+    def vector(name: str, length: int, dtype: str, fill: float | int, codecs: dict, dim: str) -> tuple[str, dict]:
+        return f"{t}/{name}", dict(shape=(length,), chunks=(max(length, 1),), dtype=dtype, fill_value=fill,
+                                   dimension_names=[dim], **codecs)
+
+    specs = {
+        truth.ROW_FEATURES: dict(shape=(n, S), chunks=(c, S), dtype="int32", fill_value=truth.NO_FEATURE,
+                                 dimension_names=["row", "slot"], **small),
+        truth.ROW_COEFFICIENTS: dict(shape=(n, S), chunks=(c, S), dtype="float32", fill_value=0.0,
+                                     dimension_names=["row", "slot"], **small),
+        f"{t}/dictionary": dict(shape=(G, d), chunks=(min(G, 4096), d), dtype="float32", fill_value=0.0,
+                                dimension_names=["feature", "dim"], **raw),
+        **dict([vector("bias", d, "float32", 0.0, raw, "dim")]),
+    }
+    for name in ("probability", "magnitude_mean", "magnitude_std"):
+        specs.update([vector(name, G, "float32", 0.0, raw, "feature")])
+    if R:
+        specs[f"{t}/correlation_factor"] = dict(shape=(G, R), chunks=(G, R), dtype="float32", fill_value=0.0,
+                                                dimension_names=["feature", "rank"], **raw)
+        specs.update([vector("correlation_diag", G, "float32", 0.0, raw, "feature")])
+    specs.update([vector("parent", G, "int32", -2, small, "feature"), vector("depth", G, "int16", -2, small, "feature"),
+                  vector("exclusive", G, "uint8", 0, small, "feature"),
+                  vector("scale_children", G, "uint8", 0, small, "feature"),
+                  vector("children_offsets", G + 1, "int64", 0, small, "feature"),
+                  vector("children", children, "int32", -1, small, "child")])
+    return specs
 
 
 def create_or_open_arrays(group: zarr.Group, meta: fmt.StoreMeta) -> dict[str, zarr.Array]:
@@ -186,16 +233,17 @@ def array_doc(arr: zarr.Array) -> dict:
 
 
 @lru_cache(maxsize=16)
-def _expected_docs(n_rows: int, d_model: int, chunk_rows: int, storage_dtype: str) -> dict[str, dict]:
+def _expected_docs(n_rows: int, d_model: int, chunk_rows: int, storage_dtype: str,
+                   truth_shape: tuple[int, int, int, int] | None) -> dict[str, dict]:
     group = zarr.create_group(zarr.storage.MemoryStore())
-    specs = _specs(n_rows, d_model, chunk_rows, storage_dtype)
+    specs = _specs(n_rows, d_model, chunk_rows, storage_dtype, truth_shape)
     return {name: array_doc(group.create_array(name, **spec)) for name, spec in specs.items()}
 
 
 def expected_array_docs(meta: fmt.StoreMeta) -> dict[str, dict]:
     """Name -> the zarr.json document the format specifies for each array of a store with these attributes."""
     # Built once per geometry by creating the arrays in memory: zarr itself says what its documents look like.
-    return _expected_docs(meta.n_rows, meta.d_model, meta.chunk_rows, meta.storage_dtype)
+    return _expected_docs(meta.n_rows, meta.d_model, meta.chunk_rows, meta.storage_dtype, truth_geometry(meta))
 
 
 def array_doc_problems(

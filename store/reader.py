@@ -19,7 +19,7 @@ import torch
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec
 
-from store import dtypes
+from store import dtypes, truth
 from store import format as fmt
 from store.errors import CorruptStoreError, IncompleteStoreError, StoreError, StoreNotFoundError
 from store.layout import (
@@ -39,6 +39,7 @@ from store.location import StoreLocation
 from store.progress import current_progress, read_growth
 from store.split import RowSplit, split_rows
 from store.stats import Moments, merge_all
+from store.truth import GroundTruth
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class ActivationStore:
     def __post_init__(self) -> None:
         self.rows = RowMap.of(self.meta, self.n_rows)
         self._arrays: dict[str, zarr.Array] = {}
+        self._truth: GroundTruth | None = None
         self._acts = self.array(fmt.ACTIVATIONS)
         codecs = tuple(self._acts.metadata.codecs)
         self.fast_path = (
@@ -272,15 +274,19 @@ class ActivationStore:
         feed token id -1 to the LM or zeros into the normalisation statistics. So a checksum failure is named
         by array and chunk, and any fill value read back is traced to its chunk, which must exist.
         """
+        out = self._read_checked(name, start, stop)
+        self._check_no_fill(name, out, start)
+        return out
+
+    def _read_checked(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Entries [start, stop) of array ``name``; a chunk failing its checksum is named."""
         arr = self.array(name)
         try:
             with self.location.translate_unreachable():
-                out = np.asarray(arr[start:stop])
+                return np.asarray(arr[start:stop])
         except (ValueError, RuntimeError):  # zarr's crc32c codec raises ValueError on a mismatch or short file
             self._raise_bad_chunk(name, start, stop)
             raise
-        self._check_no_fill(name, out, start)
-        return out
 
     def _chunks_of(self, name: str, start: int, stop: int) -> range:
         along = self.array(name).chunks[0]
@@ -321,6 +327,55 @@ class ActivationStore:
                 f"{self.location}: {name} chunk {j} ({self.array_chunk_key(name, j)}) holds the fill value "
                 f"{fill} where every row has a value: the chunk is damaged; re-harvest the store"
             )
+
+    # -- ground truth (synthetic stores) ------------------------------------------------------------------------
+    @property
+    def synthetic(self) -> bool:
+        return self.meta.synthetic is not None
+
+    def ground_truth(self) -> GroundTruth:
+        """The generative model a synthetic store's rows were sampled from (read once, then kept)."""
+        if self.meta.synthetic is None:
+            raise StoreError(f"{self.location} holds an LM's activations, not a synthetic model's: it has no ground "
+                             "truth (make one with `pipeline synth`)")
+        if self._truth is None:
+            prefix = f"{truth.GROUP}/"
+            arrays = {name.removeprefix(prefix): self._whole(name) for name in expected_array_docs(self.meta)
+                      if name.startswith(prefix) and name not in (truth.ROW_FEATURES, truth.ROW_COEFFICIENTS)}
+            found = GroundTruth.from_arrays(arrays, str(self.location))
+            if found.digest() != self.meta.synthetic.model_digest:
+                raise CorruptStoreError(
+                    f"{self.location}: the ground truth under {truth.GROUP}/ does not match the model digest recorded "
+                    "in its attributes (edited or corrupt): synthesize the store again"
+                )
+            self._truth = found
+        return self._truth
+
+    def _whole(self, name: str) -> np.ndarray:
+        arr = self.array(name)
+        self._check_chunks_exist(name, 0, arr.shape[0])
+        return self._read_checked(name, 0, arr.shape[0])
+
+    def truth_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows [start, stop)'s active true features (int32, padded with -1) and coefficients (float32, padded
+        with 0), each (rows, S)."""
+        self.ground_truth()
+        self._check_range(start, stop)
+        self._check_chunks_exist(truth.ROW_FEATURES, start, stop)
+        self._check_chunks_exist(truth.ROW_COEFFICIENTS, start, stop)
+        return (self._read_checked(truth.ROW_FEATURES, start, stop),
+                self._read_checked(truth.ROW_COEFFICIENTS, start, stop))
+
+    def _check_chunks_exist(self, name: str, start: int, stop: int) -> None:
+        """Where a fill value is a real value (padding, a row without features), a missing chunk cannot be told by
+        its contents: its file must be there."""
+        for j in self._chunks_of(name, start, stop):
+            key = self.array_chunk_key(name, j)
+            with self.location.translate_unreachable():
+                present = self.location.exists(key)
+            if not present:
+                raise CorruptStoreError(f"{self.location}: {name} chunk {j} ({key}) is missing: the store is damaged; "
+                                        "synthesize it again or restore it")
 
     # -- statistics and splits --------------------------------------------------------------------------------
     def chunk_row_counts(self) -> np.ndarray:

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from store import dtypes
+from store import dtypes, truth
 from store import format as fmt
 from store.errors import StoreError, StoreNotFoundError
 from store.layout import (
-    GROUPS,
     ROOT_DOC,
     RowMap,
     array_doc_problems,
     consolidated_docs,
     doc_key,
     expected_array_docs,
+    groups,
     metadata_checksum,
     read_doc,
     read_root,
@@ -79,6 +79,8 @@ def verify_store(
             _check_chunks(store, report, on_progress)
             _check_row_metadata(store, report)
             _check_global_stats(store, report)
+            if store.synthetic:
+                _check_truth(store, report)
     except StoreNotFoundError:
         raise  # nothing to check is a wrong path, not a damaged store: one line, like every other command
     except StoreError as exc:
@@ -94,7 +96,8 @@ def _check_metadata(store: ActivationStore, report: VerifyReport) -> None:
     consolidated = consolidated_docs(root) if root is not None else None
     expected = expected_array_docs(meta)
     problems = []
-    for name in [*expected, *GROUPS]:
+    node_groups = groups(meta)
+    for name in [*expected, *node_groups]:
         key = doc_key(name)
         try:
             doc = read_doc(location, key)
@@ -111,7 +114,7 @@ def _check_metadata(store: ActivationStore, report: VerifyReport) -> None:
             found = [f"{location}/{key}: is not the metadata of a Zarr v3 group: restore it, or re-harvest"]
         if not found and consolidated is not None:
             copy = consolidated.get(name)
-            if name in GROUPS and copy is not None:
+            if name in node_groups and copy is not None:
                 copy = {k: v for k, v in copy.items() if k != "consolidated_metadata"}
             if copy is None:
                 found = [f"{location}/{ROOT_DOC}: the consolidated metadata lacks '{name}': restore the file, or "
@@ -239,3 +242,41 @@ def _check_global_stats(store: ActivationStore, report: VerifyReport) -> None:
         report.checks.append("global mean and variance match the per-chunk statistics")
     else:
         report.errors.append("stats/mean or stats/var disagree with the per-chunk statistics: run finalize again")
+
+
+def _check_truth(store: ActivationStore, report: VerifyReport) -> None:
+    """A synthetic store's ground truth: the model matches its digest, every row's list of active features is
+    well formed and obeys the forest, and every stored row is its features' sum (to the stored dtype's rounding)."""
+    try:
+        gt = store.ground_truth()
+    except StoreError as exc:
+        report.errors.append(str(exc))
+        return
+    unreadable, problems, mismatched = [], [], []
+    for start in range(0, store.n_rows, store.chunk_rows):
+        stop = min(start + store.chunk_rows, store.n_rows)
+        j = start // store.chunk_rows
+        try:
+            ids, coefs = store.truth_rows(start, stop)
+            acts = store.read_rows(start, stop)
+        except StoreError as exc:
+            unreadable.append(str(exc))
+            continue
+        found = truth.list_problems(ids, coefs, gt)
+        if found:
+            problems.append(f"{truth.ROW_FEATURES} chunk {j} (rows {start}..{stop}): {'; '.join(found)}")
+            continue
+        expected = truth.rows_of(ids, coefs, gt.dictionary_GD, gt.bias_D)
+        stored = dtypes.decode(dtypes.encode(expected, store.meta.dtype), store.meta.dtype)
+        # Sampled on another device the float32 sum may round the other way: one unit of the stored dtype's last place.
+        ulp = stored.abs() * {"bfloat16": 2.0**-7, "float16": 2.0**-10}[store.meta.dtype] + 1e-6
+        bad = ((acts - stored).abs() > ulp).any(dim=1)
+        if bool(bad.any()):
+            mismatched.append(f"activations chunk {j}: row {start + int(bad.nonzero()[0, 0])} is not the sum of its "
+                              f"ground-truth features ({int(bad.sum())} such rows)")
+    _listed(report, unreadable, "unreadable ground-truth chunks")
+    _listed(report, problems, "chunks whose ground truth breaks the model")
+    _listed(report, mismatched, "chunks whose rows disagree with their ground truth")
+    if not (unreadable or problems or mismatched):
+        report.checks.append(f"ground truth: the model matches its digest ({gt.n_features:,} features); every row's "
+                             "active features obey the forest and sum to the stored row")

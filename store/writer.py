@@ -24,7 +24,7 @@ import time
 import numpy as np
 import zarr
 
-from store import dtypes
+from store import dtypes, truth
 from store import format as fmt
 from store.errors import IncompleteStoreError, StoreError, StoreLockedError, StoreMismatchError
 from store.finalize import finalize, kill_point
@@ -318,15 +318,32 @@ class StoreWriter:
         return self.rows.n_rows if self.progress is not None else 0
 
     # -- writing --------------------------------------------------------------------------------------------
+    def write_truth(self, arrays: dict[str, np.ndarray]) -> None:
+        """Write a synthetic store's model (``GroundTruth.arrays()``); idempotent, so every run that writes chunks
+        writes it first, and a run killed halfway through it writes it whole again."""
+        if self.meta.synthetic is None:
+            raise StoreError(f"{self.location} is not a synthetic store: it holds no ground truth")
+        try:
+            for name, values in arrays.items():
+                self._arrays[f"{truth.GROUP}/{name}"][...] = values
+        except KeyError as exc:
+            raise StoreError(f"the ground truth has an array the format does not specify: {exc}") from None
+        except OSError as exc:
+            raise self._io_error(exc, self.next_chunk) from exc
+
     def write_chunk(self, k: int, acts_raw: np.ndarray, tokens: np.ndarray, *, last: bool = False,
-                    moments: Moments | None = None) -> None:
+                    moments: Moments | None = None,
+                    truth_rows: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Write this shard's chunk ``k`` (its rows' stored activations and token ids), then count it as done.
 
         ``k`` counts this shard's chunks, as ``rows`` does (with one shard it is the store's chunk index).
         ``last`` marks the short final chunk of a data set that ran out: its rows end the store. ``moments`` are
         the statistics of exactly these stored values when the caller has them (the harvest computes them on its
-        device); without them they are computed here, from the rows, in numpy.
+        device); without them they are computed here, from the rows, in numpy. ``truth_rows``: a synthetic
+        store's (active features, coefficients) of these rows, padded to its slots.
         """
+        if (truth_rows is None) != (self.meta.synthetic is None):
+            raise StoreError("a synthetic store's chunks need their rows' ground truth, and only theirs")
         if self.progress is None or k != self.next_chunk or k >= self.end_chunk:
             raise StoreError(f"chunk {k} written out of order (expected {self.next_chunk})")
         j = self.shard_rows.chunks[k]
@@ -358,6 +375,9 @@ class StoreWriter:
             self._arrays[fmt.POSITIONS][start : start + n] = positions
             self._arrays[fmt.CHUNK_MEAN][j] = moments.mean
             self._arrays[fmt.CHUNK_M2][j] = moments.m2
+            if truth_rows is not None:
+                self._arrays[truth.ROW_FEATURES][start : start + n] = truth_rows[0]
+                self._arrays[truth.ROW_COEFFICIENTS][start : start + n] = truth_rows[1]
         except OSError as exc:
             raise self._io_error(exc, k) from exc
         self.progress.chunks_done += 1

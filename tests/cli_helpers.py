@@ -20,18 +20,23 @@ class CliResult:
     stderr: str
 
 
-def run_cli(capsys: pytest.CaptureFixture, *args: str) -> CliResult:
-    """Invoke `pipeline ARGS` in this process through the same entry point as the console script."""
-    capsys.readouterr()
+def call_cli(*args: str) -> int:
+    """Invoke `pipeline ARGS` in this process through the same entry point as the console script; its exit code."""
     old = sys.argv
     sys.argv = ["pipeline", *map(str, args)]
     try:
         main()
-        code = 0
+        return 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        return exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = old
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> CliResult:
+    """`call_cli`, with what it printed."""
+    capsys.readouterr()
+    code = call_cli(*args)
     out = capsys.readouterr()
     return CliResult(code, out.out, out.err)
 
@@ -57,10 +62,12 @@ def assert_one_line_error(result: CliResult, *fragments: str) -> None:
 # point), which saves each one the seconds of importing torch. The parent has run no torch op, so forking it is
 # safe. One thread each: these tiny SAEs run many times faster so on a busy machine.
 FORKER = """
-import json, os, sys
+import importlib, json, os, sys
 import datasets, transformers  # what every command's logging set-up imports
 import fit.trainer
 from pipeline.cli import main
+for name in sys.argv[1:]:
+    importlib.import_module(name)
 transformers.utils.logging.set_verbosity_error()
 datasets.utils.logging.disable_progress_bar()
 status = {}
@@ -79,11 +86,13 @@ print(json.dumps(status))
 """
 
 
-def forked_fits(jobs: list[tuple[str, dict, list]], stderr: list[str] | None = None) -> dict[str, int]:
+def forked_fits(jobs: list[tuple[str, dict, list]], stderr: list[str] | None = None,
+                preload: tuple[str, ...] = ()) -> dict[str, int]:
     """Run each job's (label, env, pipeline arguments) in its own process, in order; their exit codes (-9 for
-    SIGKILL). Their stderr, all together, is appended to ``stderr`` if given."""
+    SIGKILL). Their stderr, all together, is appended to ``stderr`` if given. ``preload``: modules the parent imports
+    once for every child (e.g. ``sae_lens.synthetic``, seconds to import)."""
     payload = json.dumps([(label, env, list(map(str, argv))) for label, env, argv in jobs])
-    done = subprocess.run([sys.executable, "-c", FORKER], input=payload, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", FORKER, *preload], input=payload, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     if stderr is not None:

@@ -44,3 +44,14 @@ def demo_model_dir() -> Path:
     from pipeline.demo import demo_model
 
     return demo_model()
+
+
+@pytest.fixture(scope="session")
+def small_truth(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic model (tests/synthetic_models.py), built by SAELens once per session."""
+    import torch
+    from synthetic_models import small_spec
+
+    from harvest.synthetic.model import load_or_build
+
+    return load_or_build(small_spec(), tmp_path_factory.mktemp("synthetic-cache"), torch.device("cpu"))

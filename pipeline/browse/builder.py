@@ -19,7 +19,7 @@ from harvest.lm import load_store_lm, load_store_tokenizer
 from pipeline.browse import pages
 from pipeline.browse.config import BrowseConfig
 from pipeline.browse.decode import token_texts, vocab_texts
-from pipeline.browse.logit_lens import LensResult, decoder_directions, logit_lens
+from pipeline.browse.logit_lens import LensResult, logit_lens
 from pipeline.browse.scan import scan
 from pipeline.browse.site import LEVELS, SiteWriter
 from pipeline.browse.stats import FeatureStats
@@ -75,7 +75,7 @@ def _unembedding(cfg: BrowseConfig, store: ActivationStore) -> torch.Tensor:
 
 def _similar(members: list[Run]) -> dict[str, list[list[list]]]:
     """Per run, per feature: [[other run, its feature with the closest decoder direction, cosine], ...]."""
-    dirs = {r.key: torch.nn.functional.normalize(decoder_directions(r.sae).cpu(), dim=1) for r in members}
+    dirs = {r.key: torch.nn.functional.normalize(r.sae.decoder_directions().cpu(), dim=1) for r in members}
     out: dict[str, list[list[list]]] = {r.key: [[] for _ in range(r.sae.n_latents)] for r in members}
     for a in members:
         for b in members:
@@ -189,7 +189,7 @@ def _lenses(cfg: BrowseConfig, store: ActivationStore, members: list[Run], dev: 
     """Each run's logit lens through the unembedding of --model (or the store's model)."""
     log.info("logit lens through the unembedding of %s", cfg.model or store.meta.model.name)
     W_U = _unembedding(cfg, store)
-    return {r.key: logit_lens(W_U, decoder_directions(r.sae).to(dev), cfg.lens_tokens,
+    return {r.key: logit_lens(W_U, r.sae.decoder_directions().to(dev), cfg.lens_tokens,
                               on_progress=_progress(on_progress, f"logit lens {r.key}")) for r in members}
 
 

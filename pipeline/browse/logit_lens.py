@@ -13,20 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from fit.sae import SAE
-
-
-def decoder_directions(sae: SAE) -> torch.Tensor:
-    """(F, D): each feature's decoder direction in activation space, up to a positive scale per row.
-
-    Layer norm rescales each row by a positive scalar, which ranks tokens the same; store statistics scale each
-    dimension by the store's standard deviation, which changes the direction.
-    """
-    W = sae.W_dec.detach().float()
-    if sae.cfg.norm == "store_stats":
-        W = W * sae.norm_std
-    return W
-
 
 @dataclass
 class LensResult:

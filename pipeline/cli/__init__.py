@@ -48,9 +48,10 @@ def error_line(message: str) -> None:
     console.print(f"[bold red]error:[/bold red] {' '.join(message.split())}", highlight=False, soft_wrap=True)
 
 
-from pipeline.cli import browse, demo, evaluate, experiment, fit, harvest, report, store  # noqa: E402
+from pipeline.cli import browse, demo, evaluate, experiment, fit, harvest, report, store, synth  # noqa: E402
 
 cli.add_command(harvest.harvest)
+cli.add_command(synth.synth)
 cli.add_command(store.store)
 cli.add_command(demo.demo_assets)
 cli.add_command(fit.fit)

@@ -140,6 +140,18 @@ class StoreRecord(Record):
     revision identifies it."""
     data_content: list[str] | None = None
     """Content digest of each local data file."""
+    synthetic_model: str | None = None
+    """A synthetic store's model, by content digest (absent for an LM's store)."""
+    synthetic_seed: int | None = None
+    """A synthetic store's row-stream seed."""
+    synthetic_first_row: int | None = None
+    """The stream row a synthetic store's row 0 is."""
+    synthetic_sampler: str | None = None
+    """The sampler that drew a synthetic store's rows (fast or sae-lens)."""
+    synthetic_device: str | None = None
+    """The device type a synthetic store's rows were drawn on."""
+    synthetic_slots: int | None = None
+    """Width of a synthetic store's per-row lists of active features."""
     architecture: str
     """The LM's Transformers class name, e.g. Gemma2ForCausalLM."""
     description: str
@@ -335,6 +347,115 @@ class AbsorptionRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TruthPair(Record):
+    """One (parent, child) pair of a synthetic store's true forest, its absorption scored (docs/metrics.md)."""
+
+    parent: int
+    """The parent true feature."""
+    child: int
+    """The child true feature."""
+    depth: int
+    """The parent's depth (0: a root)."""
+    child_rows: int
+    """Held-out rows with the child on (so the parent on too)."""
+    control_rows: int
+    """Held-out rows with the parent on and none of its children."""
+    absorbed_with_child: float
+    """Fraction of the child rows where the parent's latent is silent yet the other latents put at least 40% of the
+    parent's coefficient along its direction."""
+    absorbed_control: float
+    """The same fraction over the control rows."""
+    absorption: float = _title("absorption", "fraction")
+    """absorbed_with_child - absorbed_control."""
+    partial_absorption: float = _title("partial absorption", "fraction")
+    """1 - the parent latent's mean share of the parent's coefficient with the child on, over its mean share in the
+    control rows: how much the parent's latent shrinks when the child is on."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TruthDepth(Record):
+    """Absorption of the pairs whose parent lies at one depth of the forest."""
+
+    depth: int
+    """The parents' depth (0: roots)."""
+    pairs: int
+    """Pairs scored."""
+    absorption: float
+    """Mean absorption over them."""
+    partial_absorption: float
+    """Mean partial absorption over them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TruthGroup(Record):
+    """Which true features one latent group's latents match: the paper's "later groups encode more specific
+    features", on ground truth."""
+
+    group: int
+    """The group's number, 1 first."""
+    latents: int
+    """Latents in the group."""
+    matched: int
+    """Latents whose best-matching true feature has |cos| at least the cosine bar."""
+    depth_counts: list[int]
+    """How many of those features lie outside every tree, at depth 0 (roots), 1, ... (in that order)."""
+    mean_depth: float | None = None
+    """Mean depth of the matched features inside a tree (absent when there is none)."""
+    mean_firing_rate: float | None = None
+    """Mean true firing rate (held-out rows) of the matched features (absent when there is none)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroundTruthRecord(Record):
+    """An SAE measured against a synthetic store's ground truth on its held-out rows (docs/metrics.md). MCC,
+    uniqueness and the per-latent classification are SAELens's ``sae_lens.synthetic.evals`` definitions."""
+
+    mcc: float = _title("MCC")
+    """Mean |cos| of the Hungarian matching of decoder directions to true directions."""
+    uniqueness: float = _title("uniqueness", "fraction")
+    """Distinct best-matching true features over latents."""
+    precision: float
+    """Mean over latents of the precision of the latent firing as a detector of its best-matching feature."""
+    recall: float
+    """Mean over latents of its recall."""
+    f1: float = _title("F1")
+    """Mean over latents of its F1 (0 where undefined)."""
+    accuracy: float
+    """Mean over latents of its accuracy."""
+    true_l0: float
+    """Mean active true features per held-out row."""
+    shrinkage: float
+    """Mean ||x_hat|| / ||x|| over held-out rows."""
+    matched_features: int
+    """True features matched (Hungarian) to a latent with |cos| at least the cosine bar."""
+    unique_features: int = _title("unique features")
+    """Distinct true features that are the best match (|cos| at least the bar) of a latent that fired: the live,
+    unique features the paper's notion of absorption says an absorbing SAE lacks."""
+    cosine_bar: float
+    """The |cos| at which a latent counts as representing a true feature."""
+    directions: str
+    """Which directions the cosines compare (they depend on the SAE's input normalisation)."""
+    absorption: float | None = _optional_title("true absorption")
+    """Mean absorption over the scored (parent, child) pairs (absent when none could be scored)."""
+    partial_absorption: float | None = _optional_title("true partial absorption")
+    """Mean partial absorption over them."""
+    pairs_scored: int
+    """(parent, child) pairs scored."""
+    pairs_unlearned: int
+    """Pairs not scored because no latent matches the parent at the cosine bar (a missing feature, not absorbed)."""
+    pairs_few_rows: int
+    """Pairs not scored for fewer than 10 rows with the child on or 10 control rows."""
+    by_depth: list[TruthDepth]
+    """Absorption per depth of the parent."""
+    pairs: list[TruthPair]
+    """Every scored pair."""
+    groups: list[TruthGroup]
+    """Per latent group: the depth and firing rate of the true features it matches."""
+    rows: int
+    """Held-out rows evaluated."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunRecord(Record):
     """Which run was evaluated, on which store, after what training."""
 
@@ -362,6 +483,8 @@ class EvalRecord(Behaviour, Reconstruction, RunRecord):
 
     absorption: AbsorptionRecord | None = None
     """Feature absorption (``pipeline evaluate --absorption``); absent when not measured."""
+    ground_truth: GroundTruthRecord | None = None
+    """Measured against the ground truth of a synthetic store (``pipeline synth``); absent for an LM's store."""
 
     def metric(self, name: str) -> Any:
         """A metric by its field name (None where not measured); unknown names are a bug, not a user error."""
@@ -385,7 +508,8 @@ class EvalRecord(Behaviour, Reconstruction, RunRecord):
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of eval.json, from the record's fields, types and docstrings."""
-    nested = (StoreRecord, TrainRecord, GroupStats, AbsorptionRecord, AbsorptionLetter, AbsorptionExcluded)
+    nested = (StoreRecord, TrainRecord, GroupStats, AbsorptionRecord, AbsorptionLetter, AbsorptionExcluded,
+              GroundTruthRecord, TruthPair, TruthDepth, TruthGroup)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "docs/eval-schema.json",

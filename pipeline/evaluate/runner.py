@@ -16,7 +16,16 @@ from harvest.lm import Splicer, load_store_lm
 from pipeline.errors import PipelineError
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.evaluate.metrics import ReconstructionAccumulator, ce_recovered, cross_entropy_per_token, kl_per_token
-from pipeline.evaluate.record import AbsorptionRecord, Behaviour, EvalRecord, Reconstruction, StoreRecord, TrainRecord
+from pipeline.evaluate.record import (
+    AbsorptionRecord,
+    Behaviour,
+    EvalRecord,
+    GroundTruthRecord,
+    Reconstruction,
+    StoreRecord,
+    TrainRecord,
+)
+from pipeline.evaluate.truth.accumulate import TruthAccumulator
 from store.device import resolve_device
 from store.reader import ActivationStore, open_store
 
@@ -58,13 +67,18 @@ def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[E
             check_run_store(m.run, m.config, store, url)
         if heldout[1] <= heldout[0]:
             raise PipelineError(f"{members[0].run} has no held-out rows (trained with --holdout 0)")
-        recon = _reconstruction(store, heldout, members, dev, on_progress)
-        behaviour = _behaviour(store, heldout, members, cfg, dev, on_progress) if cfg.kl else {}
+        if store.synthetic and cfg.absorption:
+            raise PipelineError(
+                f"{url} is a synthetic store: it has no LM to run spelling prompts through; absorption on its true "
+                "hierarchy is measured for every SAE without --absorption"
+            )
+        recon, truth = _reconstruction(store, heldout, members, dev, on_progress)
+        behaviour = _behaviour(store, heldout, members, cfg, dev, on_progress) if cfg.kl and not store.synthetic else {}
         absorption = (_absorption(store, url, members, cfg, dev, on_progress) if cfg.absorption
                       else _earlier_absorption(members))
         for m in members:
             record = _record(m, store, url, heldout, recon[m.run.name], behaviour.get(m.run.name, Behaviour()),
-                             absorption.get(m.run.name))
+                             absorption.get(m.run.name), truth.get(m.run.name))
             record.write(m.run.eval_path)
             _log_record(record)
             records.append(record)
@@ -114,7 +128,8 @@ def _earlier_absorption(members: list[Member]) -> dict[str, AbsorptionRecord]:
 
 
 def _record(m: Member, store: ActivationStore, url: str, heldout: tuple[int, int], recon: Reconstruction,
-            behaviour: Behaviour, absorption: AbsorptionRecord | None = None) -> EvalRecord:
+            behaviour: Behaviour, absorption: AbsorptionRecord | None = None,
+            ground_truth: GroundTruthRecord | None = None) -> EvalRecord:
     """The run's eval.json: which run and store, its training summary, and what was measured."""
     store_record = StoreRecord.from_dict(
         {"url": url, **m.config["store"], "architecture": store.meta.model.architecture,
@@ -125,32 +140,50 @@ def _record(m: Member, store: ActivationStore, url: str, heldout: tuple[int, int
                         stack_size=training.get("stack_size", 1), final=training["final"])
     return EvalRecord(name=m.run.name, run_dir=str(m.run), sae=m.config["sae"], n_latents=m.sae.n_latents,
                       group_bounds=[list(b) for b in m.sae.group_bounds], store=store_record, train=train,
-                      **recon.field_values(), **behaviour.field_values(), absorption=absorption)
+                      **recon.field_values(), **behaviour.field_values(), absorption=absorption,
+                      ground_truth=ground_truth)
 
 
 def _log_record(r: EvalRecord) -> None:
     lm = f", KL {r.kl:.4g}, CE recovered {r.ce_recovered:.3f}" if r.kl is not None else ""
+    gt = r.ground_truth
+    if gt is not None:
+        absorbed = "n/a" if gt.absorption is None else f"{gt.absorption:.3f}"
+        lm += f", MCC {gt.mcc:.3f}, F1 {gt.f1:.3f}, true absorption {absorbed} ({gt.pairs_scored} pairs)"
     log.info("%s: MSE %.4g, EV %.3f, L0 %.1f, active %d%s", r.name, r.mse, r.explained_variance, r.l0,
              r.active_features, lm)
 
 
 @torch.inference_mode()
 def _reconstruction(store: ActivationStore, rows: tuple[int, int], members: list[Member], dev: torch.device,
-                    on_progress: Progress | None) -> dict[str, Reconstruction]:
+                    on_progress: Progress | None) -> tuple[dict[str, Reconstruction], dict[str, GroundTruthRecord]]:
+    """Every member's reconstruction metrics over the held-out rows and, on a synthetic store, its ground-truth
+    metrics, from one read of the rows."""
     accs = {m.run.name: ReconstructionAccumulator(m.sae.n_latents, m.sae.group_bounds) for m in members}
+    truth = {}
+    if store.synthetic:
+        gt = store.ground_truth()
+        truth = {m.run.name: TruthAccumulator(m.sae, gt, dev) for m in members}
     start, stop = rows
     step = store.chunk_rows
     for lo in range(start, stop, step):
         hi = min(lo + step, stop)
         x = store.read_rows(lo, hi, dev)
+        true_rows = store.truth_rows(lo, hi) if truth else None
         for m in members:
             norm = m.sae.normalise(x)
             z = m.sae.encode(norm.x_BD)
             x_hat_n = m.sae.decode(z)
-            accs[m.run.name].add(x, norm.inverse(x_hat_n), norm.x_BD, x_hat_n, z, m.sae.w_F)
+            x_hat = norm.inverse(x_hat_n)
+            accs[m.run.name].add(x, x_hat, norm.x_BD, x_hat_n, z, m.sae.w_F)
+            if true_rows is not None:
+                scale_B = norm.scale.reshape(-1) if m.sae.cfg.norm == "layer_norm" else x.new_ones(len(x))
+                truth[m.run.name].add(z, scale_B, x, x_hat, *true_rows)
         if on_progress is not None:
-            on_progress(hi - start, stop - start, "reconstruction")
-    return {name: acc.result() for name, acc in accs.items()}
+            on_progress(hi - start, stop - start, "reconstruction" + (" and ground truth" if truth else ""))
+    recon = {name: acc.result() for name, acc in accs.items()}
+    bounds = {m.run.name: m.sae.group_bounds for m in members}
+    return recon, {name: acc.result(bounds[name], accs[name].fire_count > 0) for name, acc in truth.items()}
 
 
 # -- the LM with each SAE spliced in ----------------------------------------------------------------------------

@@ -1,0 +1,244 @@
+"""The ground truth a synthetic store holds: the generative model its rows were sampled from, and each row's active
+features.
+
+A synthetic store's rows are ``x = sum_g c_g d_g + b``: a sparse, non-negative coefficient ``c_g`` for each true
+feature g, its unit-norm direction ``d_g`` (the *dictionary*) and a bias ``b``. The features fire with known
+probabilities (optionally correlated through a low-rank Gaussian copula), with known magnitude distributions, and
+form a forest: a child fires only where its parent does, and the children of an *exclusive* parent exclude each
+other. That is the model of SAELens's ``sae_lens.synthetic`` (SynthSAEBench), held here as plain tensors so that
+every stage reads it without SAELens.
+
+Shapes: G true features, D = d_model, R the correlation's rank, S the slots of a row's list of active features
+(padded), B rows. docs/store-format.md specifies the arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from store.errors import CorruptStoreError
+
+GROUP = "truth"
+"""The group of a synthetic store that holds its ground truth."""
+ROW_FEATURES = f"{GROUP}/row_features"
+"""(n_rows, S) int32: each row's active true features, ascending, padded with -1."""
+ROW_COEFFICIENTS = f"{GROUP}/row_coefficients"
+"""(n_rows, S) float32: their coefficients (> 0), padded with 0."""
+NO_FEATURE = -1
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """The generative model of a synthetic store (every tensor on the CPU, float32 or int64)."""
+
+    dictionary_GD: torch.Tensor
+    """Each true feature's direction in activation space (unit norm)."""
+    bias_D: torch.Tensor
+    """Added to every row."""
+    probability_G: torch.Tensor
+    """Each feature's firing probability as sampled, before its parent gates it (SAELens's, after its hierarchy
+    compensation)."""
+    magnitude_mean_G: torch.Tensor
+    """Mean coefficient of a feature where it fires, before the ReLU."""
+    magnitude_std_G: torch.Tensor
+    """Its standard deviation (coefficients are ReLU(mean + std * N(0, 1)))."""
+    parent_G: torch.Tensor
+    """The feature's parent, -1 for a root or a feature outside every tree."""
+    depth_G: torch.Tensor
+    """0 for a root, 1 for its children, ...; -1 for a feature outside every tree."""
+    exclusive_G: torch.Tensor
+    """Whether the feature's children exclude each other (at most one fires in a row)."""
+    scale_children_G: torch.Tensor
+    """Whether the feature's children are scaled by its coefficient over its mean (else only gated by it)."""
+    correlation_factor_GR: torch.Tensor | None = None
+    """Low-rank factor F of the firing copula's correlation F F^T + diag; None when features fire independently."""
+    correlation_diag_G: torch.Tensor | None = None
+    """Its diagonal term (1 - |F_g|^2)."""
+
+    def __post_init__(self) -> None:
+        G, D = self.dictionary_GD.shape
+        for f in fields(self):
+            t = getattr(self, f.name)
+            if t is not None and f.name.endswith("_G") and t.shape != (G,):
+                raise CorruptStoreError(f"ground truth: {f.name} has shape {tuple(t.shape)}, expected ({G},)")
+        if self.bias_D.shape != (D,):
+            raise CorruptStoreError(f"ground truth: the bias has shape {tuple(self.bias_D.shape)}, expected ({D},)")
+        if (self.correlation_factor_GR is None) != (self.correlation_diag_G is None):
+            raise CorruptStoreError("ground truth: the correlation needs both its factor and its diagonal")
+        parent = self.parent_G
+        bad = (parent < -1) | (parent >= G) | (parent == torch.arange(G))
+        if bool(bad.any()):
+            raise CorruptStoreError(f"ground truth: feature {int(bad.nonzero()[0, 0])} has an invalid parent")
+        has_parent = parent >= 0
+        if bool((self.depth_G[has_parent] != self.depth_G[parent[has_parent]] + 1).any()):
+            raise CorruptStoreError("ground truth: depths do not follow the parents (a child is one deeper)")
+
+    @property
+    def n_features(self) -> int:
+        return self.dictionary_GD.shape[0]
+
+    @property
+    def d_model(self) -> int:
+        return self.dictionary_GD.shape[1]
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.correlation_factor_GR is None else self.correlation_factor_GR.shape[1]
+
+    @property
+    def max_depth(self) -> int:
+        return int(self.depth_G.max()) if self.n_features else -1
+
+    @cached_property
+    def children(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(offsets (G + 1,), children): the children of g are ``children[offsets[g]:offsets[g + 1]]``, ascending."""
+        child = (self.parent_G >= 0).nonzero().flatten()
+        order = torch.argsort(self.parent_G[child] * self.n_features + child)
+        child = child[order]
+        counts = torch.bincount(self.parent_G[child], minlength=self.n_features)
+        offsets = torch.zeros(self.n_features + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(counts, 0)
+        return offsets, child
+
+    def children_of(self, g: int) -> list[int]:
+        offsets, child = self.children
+        return child[offsets[g] : offsets[g + 1]].tolist()
+
+    @property
+    def parents_with_children(self) -> torch.Tensor:
+        """The features that have children, ascending."""
+        offsets, _ = self.children
+        return ((offsets[1:] - offsets[:-1]) > 0).nonzero().flatten()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Array name (under ``truth/``) -> its contents, as the store holds them (docs/store-format.md)."""
+        offsets, child = self.children
+        out = {
+            "dictionary": self.dictionary_GD, "bias": self.bias_D, "probability": self.probability_G,
+            "magnitude_mean": self.magnitude_mean_G, "magnitude_std": self.magnitude_std_G,
+            "parent": self.parent_G, "depth": self.depth_G, "exclusive": self.exclusive_G,
+            "scale_children": self.scale_children_G, "children_offsets": offsets, "children": child,
+        }
+        if self.correlation_factor_GR is not None:
+            out |= {"correlation_factor": self.correlation_factor_GR, "correlation_diag": self.correlation_diag_G}
+        return {name: _stored(name, t) for name, t in out.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], where: str) -> GroundTruth:
+        """The record of arrays read back (``arrays()``'s names); a missing one is one CorruptStoreError line."""
+        need = ("dictionary", "bias", "probability", "magnitude_mean", "magnitude_std", "parent", "depth",
+                "exclusive", "scale_children")
+        missing = [n for n in need if n not in arrays]
+        if missing:
+            raise CorruptStoreError(f"{where}: the ground truth lacks {GROUP}/{missing[0]}: the store is damaged; "
+                                    "synthesize it again")
+        t = {name: torch.from_numpy(np.asarray(a)) for name, a in arrays.items()}
+        truth = cls(
+            dictionary_GD=t["dictionary"].float(), bias_D=t["bias"].float(), probability_G=t["probability"].float(),
+            magnitude_mean_G=t["magnitude_mean"].float(), magnitude_std_G=t["magnitude_std"].float(),
+            parent_G=t["parent"].long(), depth_G=t["depth"].long(), exclusive_G=t["exclusive"].bool(),
+            scale_children_G=t["scale_children"].bool(),
+            correlation_factor_GR=t["correlation_factor"].float() if "correlation_factor" in t else None,
+            correlation_diag_G=t["correlation_diag"].float() if "correlation_diag" in t else None,
+        )
+        if "children" in t and not (torch.equal(truth.children[1], t["children"].long())
+                                    and torch.equal(truth.children[0], t["children_offsets"].long())):
+            raise CorruptStoreError(f"{where}: {GROUP}/children disagrees with {GROUP}/parent: the store is damaged")
+        return truth
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` over every array's bytes: the model's identity by content."""
+        h = hashlib.sha256()
+        for name, a in sorted(self.arrays().items()):
+            h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return "sha256:" + h.hexdigest()
+
+
+STORED_DTYPES = {"parent": np.int32, "depth": np.int16, "exclusive": np.uint8, "scale_children": np.uint8,
+                 "children_offsets": np.int64, "children": np.int32}
+"""How the integer and boolean arrays are stored; every other array is float32."""
+
+
+def _stored(name: str, t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy().astype(STORED_DTYPES.get(name, np.float32)))
+
+
+def padded_rows(row_B: torch.Tensor, feature: torch.Tensor, value: torch.Tensor, n_rows: int,
+                slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Active (row, feature, value) triples, sorted by row then feature, as the store's padded per-row lists
+    ``(n_rows, slots)``: features ascending then -1, coefficients then 0. A row with more than ``slots`` features
+    raises ValueError (the caller names the store and the fix)."""
+    counts = torch.bincount(row_B, minlength=n_rows)
+    if len(counts) and int(counts.max()) > slots:
+        raise ValueError(f"a row has {int(counts.max())} active features, more than the {slots} slots")
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(row_B)) - starts[row_B]
+    ids = np.full((n_rows, slots), NO_FEATURE, dtype=np.int32)
+    coefs = np.zeros((n_rows, slots), dtype=np.float32)
+    ids[row_B.numpy(), slot.numpy()] = feature.numpy()
+    coefs[row_B.numpy(), slot.numpy()] = value.float().numpy()
+    return ids, coefs
+
+
+def dense_rows(ids_BS: np.ndarray | torch.Tensor, coefs_BS: np.ndarray | torch.Tensor,
+               n_features: int) -> torch.Tensor:
+    """The padded per-row lists as dense coefficients ``(B, G)``."""
+    ids = torch.as_tensor(ids_BS).long()
+    coefs = torch.as_tensor(coefs_BS).float()
+    out = torch.zeros(ids.shape[0], n_features + 1, dtype=torch.float32)
+    out.scatter_(1, torch.where(ids >= 0, ids, n_features), coefs)  # padding lands in the extra column
+    return out[:, :n_features]
+
+
+def rows_of(ids_BS: torch.Tensor, coefs_BS: torch.Tensor, dictionary_GD: torch.Tensor, bias_D: torch.Tensor,
+            tile: int = 1024) -> torch.Tensor:
+    """The rows of these padded lists: ``x_b = sum_s c_bs d_{ids_bs} + b``, summed in slot order by a batched matmul
+    (the same floats on every run and in every reader)."""
+    out = torch.empty(len(ids_BS), dictionary_GD.shape[1], dtype=torch.float32, device=dictionary_GD.device)
+    for a in range(0, len(ids_BS), tile):
+        ids = torch.as_tensor(ids_BS[a : a + tile], device=dictionary_GD.device).long()
+        coefs = torch.as_tensor(coefs_BS[a : a + tile], device=dictionary_GD.device).float()
+        vectors_BSD = dictionary_GD[ids.clamp(min=0)]
+        out[a : a + tile] = torch.bmm(coefs.unsqueeze(1), vectors_BSD).squeeze(1) + bias_D
+    return out
+
+
+def list_problems(ids_BS: np.ndarray, coefs_BS: np.ndarray, truth: GroundTruth) -> list[str]:
+    """What is wrong with these rows' lists of active features, as phrases (empty when nothing is): ids outside the
+    model or out of order, padding inside a list, non-positive coefficients, a child without its parent, two
+    children of an exclusive parent."""
+    ids = torch.as_tensor(ids_BS).long()
+    coefs = torch.as_tensor(coefs_BS).float()
+    G = truth.n_features
+    real = ids >= 0
+    problems = []
+    if bool((ids >= G).any() | (ids < NO_FEATURE).any()):
+        problems.append("feature ids outside the model")
+    if bool((real[:, 1:] & ~real[:, :-1]).any()):
+        problems.append("padding inside a row's list")
+    if bool(((ids[:, 1:] <= ids[:, :-1]) & real[:, 1:]).any()):
+        problems.append("features out of ascending order")
+    if bool((coefs[real] <= 0).any() | (coefs[~real] != 0).any()):
+        problems.append("non-positive coefficients (or non-zero padding)")
+    if problems:
+        return problems
+    row = real.nonzero()[:, 0]
+    feat = ids[real]
+    key = row * G + feat  # ascending: rows in order, each row's features ascending
+    parent = truth.parent_G[feat]
+    child = parent >= 0
+    parent_key = row[child] * G + parent[child]
+    pos = torch.searchsorted(key, parent_key).clamp(max=max(len(key) - 1, 0))
+    if len(parent_key) and not bool((key[pos] == parent_key).all()):
+        problems.append("a child active without its parent")
+    siblings = parent_key[truth.exclusive_G[parent[child]]].sort().values
+    if bool((siblings[1:] == siblings[:-1]).any()):
+        problems.append("two children of an exclusive parent active together")
+    return problems
