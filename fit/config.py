@@ -177,7 +177,8 @@ class TrainConfig:
     """One pass over a store that trains one or more SAEs on the same batches."""
 
     store: str
-    """Store path or fsspec URL."""
+    """Store path or fsspec URL; beside `pipeline fit --synthetic`, the store the synthetic stream's held-out rows are
+    written to first (default OUT/heldout.zarr)."""
     out: str
     """Run directory: each SAE gets ``out/<name>/``."""
     batch_size: int = 2048

@@ -1,6 +1,11 @@
-"""Training batches from a store, as float32 on the training device.
+"""Where a pass's rows come from (:class:`Source`), and training batches from a store, as float32 on the training
+device.
 
-Two sources give the very same batches (both follow :class:`store.batches.BatchOrder`):
+A pass reads a store (:class:`StoreSource`), or, for a synthetic model, rows generated on the training device from
+a seeded stream (``harvest/synthetic/stream.py``, which implements the same protocol); either way the runs record a
+store, whose held-out rows ``pipeline evaluate`` measures them on.
+
+From a store, two modes give the very same batches (both follow :class:`store.batches.BatchOrder`):
 
 - ``stream``: chunks are read in the background as training goes (pinned memory and non-blocking copies on
   CUDA), memory bounded by the shuffle window;
@@ -12,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -20,6 +27,10 @@ from fit.errors import FitError
 from store import dtypes
 from store.batches import BatchOrder, ShuffledBatches
 from store.reader import ActivationStore
+from store.stats import Moments
+
+if TYPE_CHECKING:
+    from fit.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +108,68 @@ class TrainingBatches:
                                  background=cuda or spare_cores or remote)
         for step, raw in loader:
             yield step, dtypes.decode(raw, dtype, self.device)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a pass reads: its length, and the training record every run directory holds."""
+
+    n_steps: int
+    record: dict[str, Any]
+    """The ``train`` section of config.json: the fields that decide the weights, the rows trained on, and the store's
+    rows held out for evaluation (``heldout_rows``)."""
+    summary: str
+    """The rows it reads, in a few words (the start-of-pass log line)."""
+
+
+class Batches(Protocol):
+    mode: str
+    """How the batches are made, in a few words (the start-of-pass log line)."""
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]: ...
+
+
+class Source(Protocol):
+    """Where a pass's rows come from, and the store its runs record."""
+
+    store: ActivationStore
+    """The store the runs record: its identity, its model for exports, its held-out rows for evaluation."""
+
+    def plan(self, cfg: TrainConfig, streams: int) -> Plan: ...
+
+    def moments(self) -> Moments:
+        """Per-dimension count, mean and M2 of the training rows (``store_stats`` normalisation)."""
+
+    def batches(self, cfg: TrainConfig, device: torch.device, start_step: int, n_steps: int,
+                streams: list[int] | None) -> Batches:
+        """Steps ``start_step ..`` of the plan as (step, x_BD float32 on ``device``); ``streams``: this process's
+        streams of each global batch (None: all of it)."""
+
+
+class StoreSource:
+    """A store's rows: its training rows in a shuffled order, its last contexts held out."""
+
+    def __init__(self, store: ActivationStore) -> None:
+        self.store = store
+        self.order: BatchOrder | None = None
+        """Which rows make each batch: set by :meth:`plan`."""
+
+    def plan(self, cfg: TrainConfig, streams: int) -> Plan:
+        split = self.store.split(cfg.holdout)
+        self.order = BatchOrder(self.store.n_rows, self.store.chunk_rows, split.train, cfg.batch_size,
+                                 cfg.data_seed, shuffle_rows=cfg.shuffle_rows, num_streams=streams)
+        n_steps = self.order.batches_per_epoch if cfg.tokens is None else cfg.tokens // cfg.batch_size
+        record = {**cfg.identity(), "streams": streams, "n_steps": n_steps, "train_rows": list(split.train),
+                  "heldout_rows": list(split.heldout)}
+        summary = f"rows {split.train[0]}..{split.train[1]}; {split.n_heldout} held out"
+        return Plan(n_steps, record, summary)
+
+    def moments(self) -> Moments:
+        return self.store.moments()
+
+    def batches(self, cfg: TrainConfig, device: torch.device, start_step: int, n_steps: int,
+                streams: list[int] | None) -> Iterable[tuple[int, torch.Tensor]]:
+        if self.order is None:
+            raise FitError("plan the pass before reading its batches")
+        return TrainingBatches(self.store, self.order, device=device, mode=cfg.data, start_step=start_step,
+                               n_steps=n_steps, verify_checksums=cfg.verify_checksums, streams=streams)

@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from fit import checkpoint
 from fit.config import SAEConfig, TrainConfig
-from fit.data import TrainingBatches
+from fit.data import Batches, Plan, Source, StoreSource
 from fit.distributed import World, init_world, shutdown
 from fit.errors import FitError
 from fit.export import export_saelens, saelens_metadata
@@ -36,13 +35,11 @@ from fit.sae import SAE
 from fit.stack import SharedNorms
 from fit.tracking import open_tracker
 from fit.trainee import StackTrainer, Trainee, stacks_of
-from store.batches import BatchOrder
 from store.device import resolve_device
 from store.errors import StoreLockedError
 from store.location import StoreLocation
 from store.lock import WriterLock
 from store.reader import ActivationStore, open_store
-from store.split import RowSplit
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +56,6 @@ class FitResult:
     seconds: float
     """This SAE's own compute time (forward, backward, optimiser) over the whole run."""
     final: dict
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the pass reads: its batch order, its length, and the training record every run directory holds."""
-
-    split: RowSplit
-    order: BatchOrder
-    n_steps: int
-    record: dict[str, Any]
-    """The ``train`` section of config.json: the fields that decide the weights, and the rows trained on."""
 
 
 def _absolute(url: str) -> str:
@@ -118,8 +104,10 @@ def _out_lock(out: Path, world: World) -> Iterator[None]:
         lock.release()
 
 
-def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = None) -> list[FitResult]:
-    """Train every SAE in ``saes`` on the same batches of ``cfg.store``; resumes a killed pass.
+def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = None,
+        source: Source | None = None) -> list[FitResult]:
+    """Train every SAE in ``saes`` on the same batches of ``cfg.store`` (or of ``source``, whose store is
+    ``cfg.store``); resumes a killed pass.
 
     Under torchrun every process calls this; rank r trains on stream r of each global batch, and only rank 0
     writes (and returns results).
@@ -134,27 +122,28 @@ def fit(cfg: TrainConfig, saes: list[SAEConfig], on_step: StepCallback | None = 
     world = init_world(cfg.device)
     try:
         with _out_lock(out, world):
-            return _fit(cfg, saes, world, on_step)
+            return _fit(cfg, saes, world, on_step, source)
     finally:
         shutdown(world)
 
 
-def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCallback | None) -> list[FitResult]:
-    store = _open_store(cfg)
+def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCallback | None,
+         source: Source | None) -> list[FitResult]:
+    source = source or StoreSource(_open_store(cfg))
+    store = source.store
     device = resolve_device(cfg.device)
-    plan = _plan(cfg, store, world)
+    plan = _plan(cfg, source, world)
     todo, results = _sort_runs(cfg, saes, store, plan)
     pass_path = checkpoint.pass_file(Path(cfg.out), [s.name for s in saes], plan.record)
     if not todo:
         if world.is_main:
             checkpoint.end_pass(pass_path)  # a kill after the last results, before the pass was tidied
         return results
-    trainees = _trainees(cfg, store, todo, world, device)
+    trainees = _trainees(cfg, source, todo, world, device)
     start = checkpoint.resume(trainees, pass_path, world)
     world.barrier()  # rank 0 may have pruned logs; nobody trains before that
-    batches = TrainingBatches(store, plan.order, device=device, mode=cfg.data, start_step=start,
-                              n_steps=max(plan.n_steps - start, 0), verify_checksums=cfg.verify_checksums,
-                              streams=[world.rank] if world.distributed else None)
+    batches = source.batches(cfg, device, start, max(plan.n_steps - start, 0),
+                             [world.rank] if world.distributed else None)
     _log_start(cfg, store, plan, batches, trainees, start, world)
     with _tracking(cfg, trainees, start, world):
         wall = time.perf_counter()
@@ -169,19 +158,13 @@ def _fit(cfg: TrainConfig, saes: list[SAEConfig], world: World, on_step: StepCal
     return results
 
 
-def _plan(cfg: TrainConfig, store: ActivationStore, world: World) -> Plan:
+def _plan(cfg: TrainConfig, source: Source, world: World) -> Plan:
     streams = cfg.streams or world.size
     if world.distributed and streams != world.size:
         raise FitError(f"--streams {streams} must equal the number of processes ({world.size}) under torchrun")
     if cfg.batch_size % streams:
         raise FitError(f"--batch-size {cfg.batch_size} must be divisible by the {streams} processes")
-    split = store.split(cfg.holdout)
-    order = BatchOrder(store.n_rows, store.chunk_rows, split.train, cfg.batch_size, cfg.data_seed,
-                       shuffle_rows=cfg.shuffle_rows, num_streams=streams)
-    n_steps = order.batches_per_epoch if cfg.tokens is None else cfg.tokens // cfg.batch_size
-    record = {**cfg.identity(), "streams": streams, "n_steps": n_steps, "train_rows": list(split.train),
-              "heldout_rows": list(split.heldout)}
-    return Plan(split, order, n_steps, record)
+    return source.plan(cfg, streams)
 
 
 def _sort_runs(cfg: TrainConfig, saes: list[SAEConfig], store: ActivationStore,
@@ -202,16 +185,16 @@ def _sort_runs(cfg: TrainConfig, saes: list[SAEConfig], store: ActivationStore,
     return todo, results
 
 
-def _trainees(cfg: TrainConfig, store: ActivationStore, todo: list[tuple[SAEConfig, RunDir, dict]],
+def _trainees(cfg: TrainConfig, source: Source, todo: list[tuple[SAEConfig, RunDir, dict]],
               world: World, device: torch.device) -> list[Trainee]:
     """A fresh trainee per SAE (in the order asked for), in stacks of SAEs of one shape; rank 0 writes each run's
     config.json the first time."""
-    moments = store.moments()
+    moments = source.moments()
     mean_D = torch.from_numpy(moments.mean)
     std_D = torch.from_numpy(moments.var).sqrt()
     stacks: dict[object, list[tuple[SAEConfig, RunDir, SAE]]] = {}
     for sae_cfg, run, expected in todo:
-        sae = SAE(sae_cfg, store.d_model, store_mean=mean_D, store_std=std_D)
+        sae = SAE(sae_cfg, source.store.d_model, store_mean=mean_D, store_std=std_D)
         if world.is_main and not run.is_run:
             write_json_atomic(run.config_path, {
                 **expected, "store_url": _absolute(cfg.store), "n_latents": sae.n_latents,
@@ -228,14 +211,13 @@ def _trainees(cfg: TrainConfig, store: ActivationStore, todo: list[tuple[SAEConf
     return [trainees[sae_cfg.name] for sae_cfg, _, _ in todo]
 
 
-def _log_start(cfg: TrainConfig, store: ActivationStore, plan: Plan, batches: TrainingBatches,
+def _log_start(cfg: TrainConfig, store: ActivationStore, plan: Plan, batches: Batches,
                trainees: list[Trainee], start: int, world: World) -> None:
     sizes = [len(s.members) for s in stacks_of(trainees)]
     log.info(
-        "training %d SAE(s) in %d stack(s) of %s on %s (%s) for %d steps of %d rows (%s data, rows %d..%d; %d held "
-        "out)%s%s", len(trainees), len(sizes), " + ".join(map(str, sizes)), cfg.store, store.describe(), plan.n_steps,
-        cfg.batch_size, batches.mode, *plan.split.train,
-        plan.split.n_heldout, f", resuming at step {start}" if start else "",
+        "training %d SAE(s) in %d stack(s) of %s on %s (%s) for %d steps of %d rows (%s data, %s)%s%s", len(trainees),
+        len(sizes), " + ".join(map(str, sizes)), cfg.store, store.describe(), plan.n_steps, cfg.batch_size,
+        batches.mode, plan.summary, f", resuming at step {start}" if start else "",
         f", rank {world.rank} of {world.size}" if world.distributed else "",
     )
 
@@ -273,7 +255,7 @@ class FirstBadBatch:
             )
 
 
-def _train(cfg: TrainConfig, trainees: list[Trainee], batches: TrainingBatches, n_steps: int,
+def _train(cfg: TrainConfig, trainees: list[Trainee], batches: Batches, n_steps: int,
            device: torch.device, pass_path: Path, world: World, on_step: StepCallback | None) -> None:
     stacks = stacks_of(trainees)
     throughput = Throughput(cfg.batch_size)

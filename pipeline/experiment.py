@@ -10,6 +10,7 @@ from typing import Any
 
 from fit.architectures import variant
 from fit.config import VARIANTS, SAEConfig, TrainConfig
+from fit.data import Source
 from fit.trainer import StepCallback, fit
 from pipeline.errors import PipelineError
 from pipeline.evaluate.config import EvaluateConfig
@@ -130,14 +131,15 @@ PRESETS = {p.name: p for p in (
 
 
 def run_experiment(train: TrainConfig, grid: Grid, *, evaluation: dict[str, Any] | None = None,
-                   on_step: StepCallback | None = None, on_eval=None) -> Path:
-    """Train the grid in one pass, evaluate every run (``evaluation``: EvaluateConfig fields such as
-    kl_contexts) on the training store and device, and write the report to ``train.out``/report."""
+                   on_step: StepCallback | None = None, on_eval=None, source: Source | None = None) -> Path:
+    """Train the grid in one pass (on ``source``'s rows when given, e.g. a synthetic stream), evaluate every run
+    (``evaluation``: EvaluateConfig fields such as kl_contexts) on the training store and device, and write the
+    report to ``train.out``/report."""
     saes = grid.saes()
     runs = [str(Path(train.out) / s.name) for s in saes]
     # Built before training so that a bad evaluation option is refused before hours of training, not after.
     eval_cfg = EvaluateConfig(runs=tuple(runs), device=train.device, **(evaluation or {}))
     log.info("experiment: %d SAEs in one pass over %s", len(saes), train.store)
-    fit(train, saes, on_step=on_step)
+    fit(train, saes, on_step=on_step, source=source)
     evaluate(eval_cfg, on_progress=on_eval)
     return write_report(runs, Path(train.out) / "report")

@@ -58,3 +58,44 @@ class SynthConfig:
             raise HarvestError(f"--chunk-rows must be positive, got {self.chunk_rows}")
         if self.store_dtype not in STORE_DTYPES:
             raise HarvestError(f"--store-dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype}")
+
+
+HELDOUT_FIRST_ROW = 2**40
+"""Where a streamed fit's held-out rows begin in the stream: past any training run's rows, whatever its --tokens."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """A fit's rows from a synthetic model's stream (``pipeline fit --synthetic``), generated on the fit's device."""
+
+    synthetic: str | None = None
+    """A preset name (synth-cpu, synth-mid, synth-16k) or a SAELens SyntheticModelConfig JSON file: train on rows
+    generated from it instead of a store's; --store then names the store of its held-out rows (default
+    OUT/heldout.zarr), written first."""
+    synthetic_seed: int = 0
+    """Seed of the row stream: the training rows are the stream's first --tokens rows, the rows a `pipeline synth`
+    store of the same model and seed holds (on the same kind of device)."""
+    heldout_samples: int = 65536
+    """Rows of the held-out store evaluation reads (the stream's rows from row 2**40)."""
+    sampler: str = "fast"
+    """``fast`` or ``sae-lens``: the same distribution, other draws."""
+    model_cache: str | None = None
+    """Folder of built models (default $HFG_CACHE/synthetic)."""
+
+    def __post_init__(self) -> None:
+        if self.synthetic_seed < 0:
+            raise HarvestError(f"--synthetic-seed must be 0 or more, got {self.synthetic_seed}")
+        if self.heldout_samples < 1:
+            raise HarvestError(f"--heldout-samples must be at least 1, got {self.heldout_samples}")
+        if self.sampler not in SAMPLERS:
+            raise HarvestError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler}")
+
+    @property
+    def preset(self) -> str | None:
+        from harvest.synthetic.presets import PRESETS
+
+        return self.synthetic if self.synthetic in PRESETS else None
+
+    @property
+    def config_file(self) -> str | None:
+        return None if self.synthetic is None or self.preset is not None else self.synthetic

@@ -6,9 +6,18 @@ from __future__ import annotations
 import click
 
 from fit.config import SAEConfig, TrainConfig
+from harvest.synthetic.config import StreamConfig
 from pipeline.cli.console import console, progress_bar
-from pipeline.cli.fit import SAE_OPTIONS, TRAIN_OPTIONS
-from pipeline.cli.options import Opt, config_kwargs, config_options
+from pipeline.cli.fit import (
+    SAE_OPTIONS,
+    STREAM_OPTIONS,
+    STREAM_STORE,
+    TRAIN_OPTIONS,
+    stream_config,
+    stream_source,
+    train_config,
+)
+from pipeline.cli.options import Opt, config_kwargs, config_options, given_on_command_line
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.experiment import GRID_AXES, PRESETS, SWEEP_VARIANTS, Grid
 
@@ -24,15 +33,9 @@ GRID_OPTIONS = {"ablations": Opt(names=("--no-ablations",), switch_off=True,
                 "sweep_k": Opt(names=("--sweep-k",))}
 
 
-def given_on_command_line() -> set[str]:
-    """The options the user typed (a preset never overrides them)."""
-    ctx = click.get_current_context()
-    return {name for name in ctx.params
-            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-
-
 @click.command()
-@config_options(TrainConfig, opts=TRAIN_OPTIONS)
+@config_options(TrainConfig, opts={**TRAIN_OPTIONS, "store": STREAM_STORE})
+@config_options(StreamConfig, opts=STREAM_OPTIONS)
 @config_options(Grid, exclude=("sae",), opts=GRID_OPTIONS)
 @config_options(SAEConfig, exclude=GRID_AXES, opts=SAE_OPTIONS)
 @config_options(EvaluateConfig, only=EVAL_FIELDS)
@@ -46,15 +49,17 @@ def experiment(preset: str | None, **values) -> None:
     from pipeline.experiment import run_experiment
 
     given = given_on_command_line()
+    stream = stream_config(values)
     sae = config_kwargs(SAEConfig, values)
     train_kwargs = config_kwargs(TrainConfig, values)
     if preset is not None:
         # The grid sets its own axes (its main lambda is the paper's): the preset fills in the rest.
         PRESETS[preset].apply(sae, train_kwargs, given | set(GRID_AXES))
     grid = Grid(**config_kwargs(Grid, values), sae=sae)
-    train = TrainConfig(**train_kwargs)
-    console.print(f"training {len(grid.saes())} SAEs in one pass: {', '.join(s.name for s in grid.saes())}")
+    train = train_config(train_kwargs, stream)
+    evaluation = config_kwargs(EvaluateConfig, values)
+    source = stream_source(stream, train)
     with progress_bar("fit", "step") as fit_update, progress_bar("evaluate", "row") as eval_update:
-        path = run_experiment(train, grid, evaluation=config_kwargs(EvaluateConfig, values), on_step=fit_update,
-                              on_eval=eval_update)
+        path = run_experiment(train, grid, evaluation=evaluation, on_step=fit_update, on_eval=eval_update,
+                              source=source)
     console.print(f"[green]wrote {path}[/green]")

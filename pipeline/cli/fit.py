@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -17,8 +18,10 @@ from fit.config import (
     TrainConfig,
     expand_grid,
 )
+from harvest.synthetic.config import SAMPLERS, StreamConfig
 from pipeline.cli.console import console, progress_bar
-from pipeline.cli.options import Opt, config_kwargs, config_options
+from pipeline.cli.options import Opt, config_kwargs, config_options, given_on_command_line
+from store.configs import option_name
 
 SAE_OPTIONS = {
     "variant": Opt(names=("--variant",), multiple=True, choices=VARIANTS),
@@ -46,10 +49,26 @@ TRAIN_OPTIONS = {
 }
 
 
+STREAM_OPTIONS = {"synthetic": Opt(metavar="PRESET|FILE"), "sampler": Opt(choices=SAMPLERS)}
+STREAM_STORE = Opt(default=None)
+"""--store is optional beside --synthetic (train_config fills it in)."""
+
+
 def fit_options(command):
-    """Every option of one training pass: the store and run directory, the pass, and the SAE grid."""
+    """Every option of one training pass: the store (optional beside --synthetic) and run directory, the pass, and
+    the SAE grid."""
     command = config_options(SAEConfig, opts=SAE_OPTIONS)(command)
-    return config_options(TrainConfig, opts=TRAIN_OPTIONS)(command)
+    return config_options(TrainConfig, opts={**TRAIN_OPTIONS, "store": STREAM_STORE})(command)
+
+
+def train_config(train: dict, stream: StreamConfig | None = None) -> TrainConfig:
+    """The pass of these TrainConfig keyword arguments; with a synthetic stream, its store defaults to
+    OUT/heldout.zarr, where the stream's held-out rows go."""
+    if train["store"] is None:
+        if stream is None or stream.synthetic is None:
+            raise click.UsageError("Missing option '--store' (or --synthetic PRESET|FILE).")
+        train["store"] = str(Path(train["out"]) / "heldout.zarr")
+    return TrainConfig(**train)
 
 
 def sae_grid(values: dict) -> list[SAEConfig]:
@@ -59,22 +78,47 @@ def sae_grid(values: dict) -> list[SAEConfig]:
     return expand_grid(grid["variant"], grid["seed"], grid["groups"], grid["gamma"], grid["l1"], grid["k"], **sae)
 
 
+def stream_config(values: dict) -> StreamConfig:
+    """The synthetic stream the options ask for (taken out of ``values``); a stream option without --synthetic is
+    refused."""
+    stream = StreamConfig(**config_kwargs(StreamConfig, values))
+    unused = sorted(given_on_command_line() & set(StreamConfig.__dataclass_fields__) - {"synthetic"})
+    if stream.synthetic is None and unused:
+        raise click.UsageError(f"{option_name(unused[0])} applies only with --synthetic PRESET|FILE.")
+    return stream
+
+
+def stream_source(stream: StreamConfig, cfg: TrainConfig):
+    """The synthetic stream's rows for the pass (its held-out store written first), or None to read cfg.store."""
+    if stream.synthetic is None:
+        return None
+    from harvest.synthetic.stream import synthetic_source
+    from store.device import resolve_device
+
+    with progress_bar("held-out rows", "row") as rows, progress_bar("synthetic model: orthogonalise", "step") as build:
+        return synthetic_source(stream, cfg.store, resolve_device(cfg.device), cfg.storage_options,
+                                on_progress=rows, on_build=build)
+
+
 @click.command()
 @fit_options
+@config_options(StreamConfig, opts=STREAM_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def fit(as_json: bool, **values) -> None:
     """Train SAEs from a store: every combination of the repeatable options, in one pass over the store.
 
-    Rerunning the same command after a crash resumes; finished SAEs are skipped. Under
-    `torchrun --nproc-per-node G -m pipeline fit ...` the G processes train data-parallel (DDP).
+    With --synthetic PRESET|FILE the rows are generated on the fit's device from a synthetic model's stream instead
+    (--tokens of them), and its held-out rows written to --store first. Rerunning the same command after a crash
+    resumes; finished SAEs are skipped. Under `torchrun --nproc-per-node G -m pipeline fit ...` the G processes
+    train data-parallel (DDP).
     """
     from fit.trainer import fit as run_fit
 
+    stream = stream_config(values)
     saes = sae_grid(values)
-    cfg = TrainConfig(**config_kwargs(TrainConfig, values))
-    console.print(f"training {len(saes)} SAE(s) in one pass: {', '.join(s.name for s in saes)}")
+    cfg = train_config(config_kwargs(TrainConfig, values), stream)
     with progress_bar("fit", "step") as update:
-        results = run_fit(cfg, saes, on_step=update)
+        results = run_fit(cfg, saes, on_step=update, source=stream_source(stream, cfg))
     for r in results:
         live = r.final.get("live_per_group", [])
         console.print(

@@ -154,3 +154,11 @@ def config_kwargs(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 storage_option = click.option("--storage-option", "storage_options", multiple=True, metavar=STORAGE_OPTION.metavar,
                               help=STORAGE_OPTION.help)
 """For commands without a config dataclass (``store info|verify|finalize``)."""
+
+
+def given_on_command_line() -> set[str]:
+    """The options the user typed, by field name (a preset never overrides them; an option that applies to nothing
+    the command does is refused)."""
+    ctx = click.get_current_context()
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}

@@ -19,6 +19,7 @@ from pipeline.evaluate.record import DENSE_L0
 from pipeline.report import paper
 from pipeline.report.collect import Group
 from pipeline.report.frontier import METRIC, Matched
+from pipeline.report.text import fmt
 
 VERDICTS = ("held", "not held", "not testable here")
 
@@ -61,8 +62,6 @@ class Findings:
 
 
 def _fmt(mean: float, half: float = float("nan")) -> str:
-    from pipeline.report.report import fmt
-
     return fmt((mean, half))
 
 
@@ -169,7 +168,7 @@ def absorption_caveat(measured: list[Any]) -> tuple[str, str] | None:
 
 def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matched] | None,
                       measured: list[Any]) -> Claim:
-    claim, paper_fig = "less absorption (the title's claim)", "not measured in the paper"
+    claim, paper_fig = "less absorption of the LM's first letters (the title's claim)", "not measured in the paper"
     read = METRIC["absorption"].read
     if (caveat := absorption_caveat(measured)) is not None:
         return Claim(claim, paper_fig, caveat[0], "not testable here", caveat[1])
@@ -201,15 +200,18 @@ def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matc
 
 
 def claims(base: Group | None, hier: Group | None, matched: dict[str, list[Matched]],
-           absorption: list[Any] = ()) -> list[Claim]:
+           absorption: list[Any] = (), lm: bool = True) -> list[Claim]:
     """The paper's claims checked on these runs. ``matched``: per frontier metric key, the matched-L0 comparison
-    of the baseline and hierarchical frontiers (empty where there is none)."""
+    of the baseline and hierarchical frontiers (empty where there is none). ``lm``: the runs are on an LM's store
+    (else a synthetic one, where absorption is a ground-truth claim: :func:`truth_claims`)."""
     t1 = paper.TABLE_1
 
     def fig(key: str) -> str:
         (b, _), (h, _) = t1[key]
         return f"hier {h:,g} vs baseline {b:,g}"
 
+    if not lm and base is None and hier is None:
+        return []  # a sweep on a synthetic store: no run at the paper's setting, its claims are ground truth's
     return [
         _compare("more active features", fig("active_features"), base, hier, "active_features", True),
         _compare("lower reconstruction loss (MSE)", fig("mse"), base, hier, "mse", False, matched.get("mse")),
@@ -218,7 +220,98 @@ def claims(base: Group | None, hier: Group | None, matched: dict[str, list[Match
         _compare("lower KL divergence", fig("kl"), base, hier, "kl", False, matched.get("kl")),
         *_groups_claims(hier),
         _time_claim(base, hier),
-        _absorption_claim(base, hier, matched.get("absorption"), list(absorption)),
+        *([_absorption_claim(base, hier, matched.get("absorption"), list(absorption))] if lm else []),
+    ]
+
+
+# -- the claims on ground truth (a synthetic store's runs) ---------------------------------------------------------
+
+TITLE_CLAIM = "less absorption on the true hierarchy (the title's claim)"
+
+
+def _matched_claim(claim: str, matched: list[Matched] | None, labels: tuple[str, str], lower_is_better: bool,
+                   what: str) -> Claim:
+    """Hier against baseline at every L0 both frontiers cover: held when hier is better beyond the two seed intervals
+    at each of them."""
+    paper_fig = "not measured in the paper"
+    base, hier = labels
+    rows = [m for m in matched or [] if all(c.value is not None for c in m.cells)]
+    if not rows:
+        return Claim(claim, paper_fig, "–", "not testable here",
+                     f"no L0 lies inside both {base}'s and {hier}'s measured {what} frontiers: widen the sweep "
+                     "(--sweep-l1) so that their L0 ranges overlap")
+    if any(math.isnan(c.half) for m in rows for c in m.cells):
+        return Claim(claim, paper_fig, "one seed per setting", "not testable here",
+                     "one seed gives no interval: sweep with --seeds 3")
+    parts, outcomes = [], []
+    for m in rows:
+        cell = {c.architecture: c for c in m.cells}
+        h, b = cell[hier], cell[base]
+        parts.append(f"L0 {m.l0:g}: hier {_fmt(h.value, h.half)} vs baseline {_fmt(b.value, b.half)}")
+        better = h.value < b.value if lower_is_better else h.value > b.value
+        apart = abs(h.value - b.value) > h.half + b.half
+        outcomes.append(("better" if better else "worse" if h.value != b.value else "equal", apart))
+    held = all(o == "better" and apart for o, apart in outcomes)
+    words = [f"L0 {m.l0:g}: hier {o}" + (" beyond the seed intervals" if apart else ", within the seed intervals")
+             for m, (o, apart) in zip(rows, outcomes, strict=True)]
+    return Claim(claim, paper_fig, "; ".join(parts), "held" if held else "not held",
+                 f"{what} at matched L0 ({hier} against {base}, seed means and 95% intervals): " + "; ".join(words))
+
+
+def group_depth_correlation(groups: list[Any]) -> float | None:
+    """Spearman's rank correlation between a latent's group (1 first) and the forest depth of the true feature it
+    matches, over the latents that match one inside the forest (from each group's ``depth_counts``); None with fewer
+    than 3 such latents or no spread in either."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    pairs = [(g.group, depth) for g in groups for depth, n in enumerate(g.depth_counts[1:]) for _ in range(n)]
+    if len(pairs) < 3:
+        return None
+    x, y = np.array(pairs, dtype=float).T
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(spearmanr(x, y).statistic)
+
+
+def _depth_claim(hier_settings: dict[str, list[Any]]) -> Claim:
+    """Later groups on deeper (more specific) true features: per hier setting, the rank correlation between group
+    and matched depth, over seeds."""
+    from pipeline.evaluate.metrics import t_interval
+    from pipeline.evaluate.truth.metrics import COSINE_BAR
+
+    claim, paper_fig = "later groups encode more specific true features", "claimed, not measured"
+    parts, held = [], []
+    for setting, runs in hier_settings.items():
+        rhos = [rho for r in runs if (rho := group_depth_correlation(r.ground_truth.groups)) is not None]
+        if not rhos:
+            continue
+        mean, half, n = t_interval(rhos)
+        l0 = t_interval([r.l0 for r in runs])[0]
+        held.append(n > 1 and mean - half > 0)
+        parts.append(f"{setting} (L0 {l0:.0f}): ρ = {_fmt(mean, half)}")
+    if not parts:
+        return Claim(claim, paper_fig, "–", "not testable here",
+                     f"no hierarchical SAE whose latents match true features in the forest (|cos| >= {COSINE_BAR})")
+    reason = (f"Spearman's ρ between a latent's group and the forest depth of the true feature it matches (|cos| >= "
+              f"{COSINE_BAR}; 0 = roots), seed means and 95% intervals: held when ρ > 0 beyond the interval at every "
+              "setting (with several seeds)")
+    return Claim(claim, paper_fig, "; ".join(parts), "held" if all(held) else "not held", reason)
+
+
+def truth_claims(pair: dict[str, list[Matched]], labels: tuple[str, str] | None,
+                 hier_settings: dict[str, list[Any]]) -> list[Claim]:
+    """The paper's claims that ground truth can test: less absorption (measured on the true forest), more live
+    unique features (the paper's own meaning of absorption), and groups from general to specific."""
+    if labels is None:
+        why = "needs a baseline and a hierarchical SAE swept on the synthetic store"
+        return [Claim(c, "not measured in the paper", "–", "not testable here", why)
+                for c in (TITLE_CLAIM, "more live, unique true features")] + [_depth_claim(hier_settings)]
+    return [
+        _matched_claim(TITLE_CLAIM, pair.get("truth_absorption"), labels, True, "absorption on the true hierarchy"),
+        _matched_claim("more live, unique true features", pair.get("unique_features"), labels, False,
+                       "live, unique true features"),
+        _depth_claim(hier_settings),
     ]
 
 

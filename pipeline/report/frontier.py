@@ -66,7 +66,28 @@ METRICS = (
     Metric("absorption_fraction", "mean absorption fraction", True, _absorption("mean_absorption_fraction")),
 )
 """The frontier metrics, in the order the report shows them."""
-METRIC = {m.key: m for m in METRICS}
+
+
+def _truth(attr: str) -> Callable[[Any], float | None]:
+    # Present only for runs on a synthetic store (the ground-truth evaluation).
+    def read(record: Any) -> float | None:
+        rec = getattr(record, "ground_truth", None)
+        return None if rec is None else getattr(rec, attr)
+    return read
+
+
+TRUTH_METRICS = (
+    Metric("truth_absorption", "absorption on the true hierarchy", True, _truth("absorption")),
+    Metric("truth_partial_absorption", "partial absorption on the true hierarchy", True,
+           _truth("partial_absorption")),
+    Metric("unique_features", "live, unique true features", False, _truth("unique_features")),
+    Metric("mcc", "MCC (decoder against true directions)", False, _truth("mcc")),
+    Metric("f1", "F1 (latents as detectors of their true features)", False, _truth("f1")),
+    METRICS[1],
+    METRICS[0],
+)
+"""The frontier metrics of a synthetic store's runs (explained variance and MSE too: it has no LM for KL)."""
+METRIC = {m.key: m for m in (*METRICS, *TRUTH_METRICS)}
 
 
 def _uses(sae: dict[str, Any]) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from fit.runs import RunDir
 from pipeline.report.collect import Group, is_paper_setting, paper_setting
-from pipeline.report.frontier import METRICS, Point, architecture_label
+from pipeline.report.frontier import METRICS, Metric, Point, architecture_label
 
 COLORS = {"baseline": "#4C72B0", "hier": "#DD8452"}
 
@@ -138,10 +138,11 @@ def mse_vs_l0(architectures: dict[str, list], out: Path) -> Path:
     return _save(fig, out / "mse_vs_l0.png")
 
 
-def frontiers(curves: dict[str, dict[str, list[Point]]], out: Path, caveats: dict[str, str] | None = None) -> Path:
+def frontiers(curves: dict[str, dict[str, list[Point]]], out: Path, caveats: dict[str, str] | None = None,
+              metrics: tuple[Metric, ...] = METRICS, name: str = "frontiers.png") -> Path:
     """One panel per metric: each architecture's frontier (seed means, 95% CI bars, log L0); ``caveats`` (per
     metric key) go under a panel's title, so that a plot read alone says when it is not a verdict."""
-    metrics = [m for m in METRICS if any(curves.get(m.key, {}).values())]
+    metrics = [m for m in metrics if any(curves.get(m.key, {}).values())]
     labels = list(dict.fromkeys(label for m in metrics for label in curves[m.key]))
     colors = architecture_colors(labels)
     cols = 3 if len(metrics) > 4 else min(2, len(metrics))
@@ -167,4 +168,4 @@ def frontiers(curves: dict[str, dict[str, list[Point]]], out: Path, caveats: dic
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("frontiers: seed means and 95% CIs per sparsity setting", fontsize=10)
-    return _save(fig, out / "frontiers.png")
+    return _save(fig, out / name)

@@ -8,10 +8,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.evaluate.record import DENSE_L0, HEADLINE_METRICS, SCALAR_METRICS, EvalRecord, metric_names
+from pipeline.evaluate.record import HEADLINE_METRICS, SCALAR_METRICS, EvalRecord, metric_names
 from pipeline.report import frontier, paper, plots
 from pipeline.report.claims import Findings, absorption_caveat, claims, table_lines, write_readme_block
 from pipeline.report.collect import Group, by_architecture, find_group, group_runs, load_evaluations
+from pipeline.report.matched import matched_section
+from pipeline.report.text import fmt, fmt_paper
+from pipeline.report.truth import truth_section
 
 PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304
 
@@ -25,31 +28,6 @@ EXTRA_LABELS = ("L0", "Dead features", "CE loss, clean", "CE loss, SAE spliced i
                 "CE loss recovered", "Explained variance (normalised space)")
 ABLATION_METRICS = metric_names("mse", "explained_variance", "kl", "active_features", "l0")
 """The columns of the ablation tables."""
-
-
-def fmt(stat: tuple[float, float, int] | tuple[float, float], digits: int = 4) -> str:
-    """``mean ± half-width``: the mean to ``digits`` significant digits, the interval to two."""
-    mean, half = stat[0], stat[1]
-    if mean is None or math.isnan(mean):
-        return "–"
-
-    def f(v: float, sig: int) -> str:
-        if float(v).is_integer() and abs(v) >= 1:
-            return f"{v:,.0f}"
-        if abs(v) >= 100:
-            return f"{v:,.1f}"
-        return f"{v:.{sig}g}"
-
-    if half is None or math.isnan(half):
-        return f(mean, digits)
-    if half <= 1e-9 * max(abs(mean), 1e-12):  # identical across seeds (e.g. the clean model's CE)
-        return f"{f(mean, digits)} ± 0"
-    return f"{f(mean, digits)} ± {f(half, 2)}"
-
-
-def fmt_paper(stat: tuple[float, float]) -> str:
-    """A figure from the paper exactly as it printed it."""
-    return f"{stat[0]:,g} ± {stat[1]:g}"
 
 
 def _or_nan(value: float | None) -> float:
@@ -242,66 +220,6 @@ def _absorption_caveats(evals: list[EvalRecord]) -> dict[str, str]:
     return {key: f"not a verdict: {caveat[0]}" for key in ("absorption", "absorption_fraction")}
 
 
-def _matched(architectures: dict[str, list[EvalRecord]], base: Group | None,
-             hier: Group | None) -> tuple[list[str], dict, list[str], dict, dict]:
-    """The frontiers section: per metric, every architecture read at common L0 values. Returns its lines, its JSON,
-    the verdict lines, the frontiers (for the plot) and the baseline-against-hier comparisons (for the claims)."""
-    curves = {m.key: {label: frontier.points(runs, m) for label, runs in architectures.items()}
-              for m in frontier.METRICS}
-    lines = ["## Matched sparsity", "",
-             "Each architecture's frontier is its sparsity settings' seed means (L0, metric); it is read at common L0 "
-             "values by piecewise-linear interpolation in log L0 between the two settings around it, the 95% seed "
-             "interval interpolated the same way, and never extrapolated: outside an architecture's measured L0 "
-             "range it is *not covered*. A winner is *within seed intervals* when its interval overlaps the "
-             "runner-up's (or either was measured with one seed).", ""]
-    data: dict = {}
-    verdicts: list[str] = []
-    pair: dict = {}
-    caveat = absorption_caveat([r.absorption for runs in architectures.values() for r in runs
-                                if r.absorption is not None])
-    pair_labels = [frontier.architecture_label(g.sae) for g in (base, hier) if g is not None]
-    for m in frontier.METRICS:
-        present = {label: pts for label, pts in curves[m.key].items() if pts}
-        if not present:
-            continue
-        l0s = frontier.common_l0s(present.values())
-        matched = frontier.compare(present, m, l0s)
-        if len(pair_labels) == 2 and all(label in present for label in pair_labels):
-            two = {label: present[label] for label in pair_labels}
-            pair[m.key] = frontier.compare(two, m, frontier.common_l0s(two.values()))
-        data[m.key] = {"frontiers": {label: [vars(p) for p in pts] for label, pts in present.items()},
-                       "matched": [{"l0": x.l0, "winner": x.winner, "separated": x.separated,
-                                    "cells": [vars(c) for c in x.cells]} for x in matched]}
-        lines += [f"### {m.title} ({'lower' if m.lower_is_better else 'higher'} is better)", ""]
-        if not matched:
-            lines += ["No L0 value lies inside two architectures' measured ranges.", ""]
-            continue
-        labels = list(present)
-        lines += ["| L0 | " + " | ".join(labels) + " | best |", "|---|" + "---|" * (len(labels) + 1)]
-        for x in matched:
-            cells = [fmt((c.value, c.half)) if c.value is not None else "not covered" for c in x.cells]
-            best = (x.winner + ("" if x.separated else " (within seed intervals)")) if x.winner else "–"
-            lines.append(f"| {x.l0:g} | " + " | ".join(cells) + f" | {best} |")
-        line = frontier.verdict(matched, m)
-        if m.key.startswith("absorption") and caveat is not None:
-            line += f" Not a verdict: {caveat[0]}; {caveat[1]}."
-        verdicts.append(line)
-        lines += ["", f"**Verdict:** {line}", ""]
-    weak = [f"{r.name} ({msg})" for runs in architectures.values() for r in runs
-            if r.absorption is not None and (msg := r.absorption.weak_main_latents()) is not None]
-    if weak:
-        lines += ["Weak main latents (their k-sparse probes predict the first letter far worse than the residual's "
-                  "probe does): " + "; ".join(weak) + ".", ""]
-    if "absorption" in data:
-        lines += [f"Absorption is meaningful only for sparse SAEs: above L0 ~{DENSE_L0} (dense SAEs, such as the "
-                  "demo's λ = 0.04 ones at L0 in the hundreds) almost every latent fires on every word, so no latent "
-                  "can be said to absorb another's feature; read its frontier at L0 of tens to a few hundred.", ""]
-    ranges = [f"{label}: L0 {pts[0].l0:.3g}–{pts[-1].l0:.3g} ({len(pts)} settings)"
-              for label, pts in curves["mse"].items() if pts]
-    lines += ["Measured L0 range per architecture: " + "; ".join(ranges) + ".", ""]
-    return lines, data, verdicts, curves, pair
-
-
 def _paper_code(groups: list[Group]) -> tuple[list[str], dict]:
     """The paper's code (preset paper-code: unsquared L2, no normalisation, no weight decay) beside the paper as
     written, where both were run."""
@@ -342,11 +260,31 @@ def _paper_code(groups: list[Group]) -> tuple[list[str], dict]:
     return [*lines, ""], data
 
 
+def _split_stores(evals: list[EvalRecord]) -> tuple[list[EvalRecord], list[EvalRecord]]:
+    """The runs on an LM's store and the runs on a synthetic store (at most one of each)."""
+    synthetic = [e for e in evals if e.ground_truth is not None]
+    lm = [e for e in evals if e.ground_truth is None]
+    for runs, kind in ((lm, "an LM's store"), (synthetic, "a synthetic store")):
+        if len({_store_key(e) for e in runs}) > 1:
+            raise PipelineError(f"the runs come from more than one store ({kind} each): report at most one LM store "
+                                "and one synthetic store together")
+    return lm, synthetic
+
+
+def _store_key(e: EvalRecord) -> tuple:
+    s = e.store
+    return s.model, s.layer, s.d_model, s.n_rows, s.dataset, s.synthetic_model
+
+
 def write_report(run_paths: list[str], out: str | Path, readme: str | Path | None = None) -> Path:
-    """The report of these runs in ``out``; with ``readme``, also rewrite that README's findings block."""
-    evals = load_evaluations(run_paths)
+    """The report of these runs in ``out``; with ``readme``, also rewrite that README's findings block. The runs
+    may come from one LM store and one synthetic store: the paper's claims are checked on the first (on the
+    synthetic one when there is no other), and ground truth adds the claims only it can test."""
+    lm_evals, synthetic_evals = _split_stores(load_evaluations(run_paths))
+    evals = lm_evals or synthetic_evals
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    truth = truth_section(synthetic_evals, out) if synthetic_evals else None
     groups = group_runs(evals)
     store_lines, paper_setting = _store_section(evals)
     t1, t1_data = _table1(groups)
@@ -355,17 +293,25 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
     base = find_group(groups, variant="baseline")
     grp, grp_rows = _group_table(hier)
     architectures = by_architecture(evals)
-    matched_lines, matched_data, verdicts, curves, pair = _matched(architectures, base, hier)
+    pair_labels = [frontier.architecture_label(g.sae) for g in (base, hier) if g is not None]
+    matched_lines, matched_data, verdicts, curves, pair = matched_section(architectures, frontier.METRICS,
+                                                                          pair_labels)
     code_lines, code_data = _paper_code(groups)
     store = evals[0].store
+    if lm_evals:
+        setting = (f"On `{Path(store.model).name}` layer {store.layer} ({store.tokens_total:,} tokens of "
+                   f"{Path(store.dataset).name}; {len(evals)} SAEs, {len(architectures)} architecture(s)), the "
+                   f"paper's claims at its setting (λ = 0.04, K = 5, γ = 1.5; means over seeds)")
+    else:
+        setting = (f"On the synthetic store `{store.model}`, the paper's claims at its setting (λ = 0.04, K = 5, "
+                   "γ = 1.5) where it was run")
     findings = Findings(
-        setting=f"On `{Path(store.model).name}` layer {store.layer} ({store.tokens_total:,} tokens of "
-                f"{Path(store.dataset).name}; {len(evals)} SAEs, {len(architectures)} architecture(s)), the paper's "
-                f"claims at its setting (λ = 0.04, K = 5, γ = 1.5; means over seeds):",
-        claims=claims(base, hier, pair, [e.absorption for e in evals if e.absorption is not None]),
-        verdicts=verdicts)
+        setting=setting + (f"; {truth.setting}:" if truth else ":"),
+        claims=[*claims(base, hier, pair, [e.absorption for e in evals if e.absorption is not None],
+                        lm=bool(lm_evals)), *(truth.claims if truth else [])],
+        verdicts=[*verdicts, *(truth.verdicts if truth else [])])
     figures = [plots.training_curves(groups, out), plots.mse_vs_l0(architectures, out),
-               plots.frontiers(curves, out, _absorption_caveats(evals))]
+               plots.frontiers(curves, out, _absorption_caveats(evals)), *(truth.figures if truth else [])]
     if hier is not None:
         figures += [plots.group_density_histograms(hier, base, out), plots.live_per_group(groups, out)]
     per_run = ["## Every run", "",
@@ -390,6 +336,7 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
         *t1,
         *_verdict(t1_data, paper_setting),
         *matched_lines,
+        *(truth.lines if truth else []),
         *code_lines,
         *grp,
         *abl,
@@ -410,8 +357,10 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
         "groups": grp_rows,
         "findings": findings.to_dict(),
         "matched": matched_data,
+        "ground_truth": truth.data if truth else None,
         "paper_code": code_data,
-        "runs": [{k: v for k, v in e.to_dict().items() if not k.startswith("feature_")} for e in evals],
+        "runs": [{k: v for k, v in e.to_dict().items() if not k.startswith("feature_")}
+                 for e in [*lm_evals, *synthetic_evals]],
         "figures": [p.name for p in figures],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))

@@ -75,13 +75,14 @@ def test_compiled_steps_resume_exactly_and_stop_at_a_nan_batch(store, tmp_path):
     checkpoint resumes bit for bit, agrees with the eager pass to float32 rounding, and names a NaN batch without
     checkpointing past it."""
     from fit.config import TrainConfig
+    from fit.data import StoreSource
     from fit.distributed import World
-    from fit.trainer import _plan
     from store.reader import open_store
 
     j = 6
-    order = _plan(TrainConfig(store=store, out=str(tmp_path), batch_size=64, shuffle_rows=1024),
-                  open_store(store), World()).order
+    source = StoreSource(open_store(store))
+    source.plan(TrainConfig(store=store, out=str(tmp_path), batch_size=64, shuffle_rows=1024), World().size)
+    order = source.order
     acts = random_rows(4000, 16)
     acts[int(order.batch_rows(j)[0]), 2] = float("nan")
     bad = str(tmp_path / "nan.zarr")

@@ -102,15 +102,16 @@ def test_a_killed_two_process_fit_resumes_to_the_same_weights(tmp_path):
 
 def test_a_nan_batch_that_one_rank_reads_stops_both_ranks_naming_it(tmp_path):
     from fit.config import TrainConfig
-    from fit.distributed import World
-    from fit.trainer import _plan
+    from fit.data import StoreSource
     from store.reader import open_store
 
     meta, j = make_meta(n_rows=16000, d=32, chunk_rows=1024), 9
     clean = str(tmp_path / "clean.zarr")
     write_store(clean, meta, random_rows(16000, 32))
     cfg = TrainConfig(store=clean, out=str(tmp_path), batch_size=256, shuffle_rows=2048, streams=2)
-    order = _plan(cfg, open_store(clean), World()).order
+    source = StoreSource(open_store(clean))
+    source.plan(cfg, cfg.streams)
+    order = source.order
     acts = random_rows(16000, 32)
     acts[int(order.batch_rows(j, [1])[5]), 0] = float("inf")  # in rank 1's half of batch j only
     bad = str(tmp_path / "inf.zarr")

@@ -14,10 +14,10 @@ from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
 
 from fit.config import SAEConfig, TrainConfig
-from fit.distributed import World
+from fit.data import StoreSource
 from fit.errors import FitError
 from fit.runs import RunDir, load_sae
-from fit.trainer import _plan, fit
+from fit.trainer import fit
 from store.errors import IncompleteStoreError
 from store.reader import open_store
 
@@ -121,7 +121,9 @@ def test_a_nan_batch_is_named_and_no_checkpoint_holds_a_step_after_it(tmp_path, 
     clean = str(tmp_path / "clean.zarr")
     write_store(clean, meta, random_rows(4000, 16))
     cfg = dict(batch_size=128, tokens=128 * 25, checkpoint_every=every, log_every=log_every)
-    order = _plan(train_cfg(clean, tmp_path, **cfg), open_store(clean), World()).order
+    source = StoreSource(open_store(clean))
+    source.plan(train_cfg(clean, tmp_path, **cfg), 1)
+    order = source.order
     acts = random_rows(4000, 16)
     acts[int(order.batch_rows(j)[7]), 3] = float("nan")  # a row of batch j (0-based) alone
     bad = str(tmp_path / "nan.zarr")

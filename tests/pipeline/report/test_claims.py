@@ -37,7 +37,7 @@ def test_verdicts_follow_the_figures(make_run):
     assert rows["early→late groups: intensity rises"].verdict == "not held"  # 0.5 -> 0.35
     time = rows["training-time overhead of hier"]
     assert (time.ours, time.verdict) == ("+15%", "held")
-    assert rows["less absorption (the title's claim)"].verdict == "not testable here"
+    assert rows["less absorption of the LM's first letters (the title's claim)"].verdict == "not testable here"
     assert len(rows) == 8 and {c.verdict for c in rows.values()} <= set(cl.VERDICTS)
     with pytest.raises(ValueError, match="verdict"):
         cl.Claim("c", "p", "o", "maybe", "r")

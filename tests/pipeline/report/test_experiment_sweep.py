@@ -45,7 +45,7 @@ def test_sweep_trains_every_architecture_in_one_pass_and_compares_them_at_matche
                      "--sweep-l1", 1.0, "--sweep-k", 4, "--sweep-k", 32, "--tokens", 1024, "--batch-size", 128,
                      "--kl-contexts", 2, "--holdout", 0.1)
     assert result.code == 0, result.stderr
-    assert "training 4 SAEs in one pass" in result.stderr
+    assert "experiment: 4 SAEs in one pass" in result.stderr
     report = (out / "report" / "report.md").read_text()
     results = json.loads((out / "report" / "results.json").read_text())
     frontiers = results["matched"]["mse"]["frontiers"]

@@ -10,7 +10,7 @@ def test_experiment_trains_the_grid_in_one_pass_and_reports(store, tmp_path, cap
     result = run_cli(capsys, "experiment", "--store", store, "--out", out, "--seeds", 2, "--tokens", 2048 * 3,
                      "--kl-contexts", 4, "--holdout", 0.1)
     assert result.code == 0, result.stderr
-    assert "training 10 SAEs in one pass" in result.stderr  # 2x2 main + K3, K7, γ1.25, γ2, λ.06 x 2
+    assert "experiment: 10 SAEs in one pass" in result.stderr  # 2x2 main + K3, K7, γ1.25, γ2, λ.06 x 2
     report = (out / "report" / "report.md").read_text()
     results = json.loads((out / "report" / "results.json").read_text())
     assert "This is not the paper's setting" in report and results["paper_setting"] is False
