@@ -8,6 +8,7 @@ loaded, evaluated, browsed and exported as.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,14 @@ def normalise(x_BD: torch.Tensor, norm: str, mean_D: torch.Tensor | None = None,
     return Normalised(x_BD, zero, zero + 1)
 
 
+def init_seed(seed: int) -> int:
+    """The generator seed of an SAE's initial weights: ``seed`` hashed, not ``seed`` itself, so that the initial
+    decoder is never another generator's draw from the same seed. (Seeded plainly, an SAE of width n at seed s started
+    as the first n directions of a synthetic dictionary built at seed s, SAELens's and SynthSAEBench's 42 included,
+    and scored as if it had learned them.)"""
+    return int.from_bytes(hashlib.sha256(f"hfg-sae/init/{seed}".encode()).digest()[:8], "little") >> 1
+
+
 def clamped_std(std_D: torch.Tensor) -> torch.Tensor:
     """The store's standard deviation as ``store_stats`` divides by it (a constant dimension must not divide by 0)."""
     return std_D.float().clamp_min(1e-6)
@@ -56,7 +65,7 @@ class SAE(nn.Module):
         self.d_model = d_model
         self.n_latents = n = cfg.n_latents(d_model)
         self.arch = architecture(cfg, n)
-        g = torch.Generator().manual_seed(cfg.seed)
+        g = torch.Generator().manual_seed(init_seed(cfg.seed))
         W_dec = fn.unit_rows(torch.randn(n, d_model, generator=g))
         self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())  # D x F: tied at initialisation
         self.b_enc = nn.Parameter(torch.zeros(n))

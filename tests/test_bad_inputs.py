@@ -76,6 +76,22 @@ CASES: list[tuple[str, list[str], list[str]]] = [
      ["--ctx 2048 is longer than", "512 positions", "--ctx 512 or less"]),
     ("harvest model folder missing", ["harvest", "--store", "{out}/s.zarr", "--model", "{missing}/model",
                                       "--dataset", "{kjv}", "--layer", "2"], ["model folder", "does not exist"]),
+    # Synthetic stores and streams.
+    ("synth unknown preset", ["synth", "--preset", "synth-huge", "--store", "{out}/s.zarr"],
+     ["'synth-huge'", "synth-cpu", "--preset"]),
+    ("synth no model", ["synth", "--store", "{out}/s.zarr"], ["--preset NAME or --config FILE"]),
+    ("synth preset and config", ["synth", "--preset", "synth-cpu", "--config", "{kjv}", "--store", "{out}/s.zarr"],
+     ["--preset NAME or --config FILE", "one of them"]),
+    ("synth samples 0", ["synth", "--preset", "synth-cpu", "--samples", "0", "--store", "{out}/s.zarr"],
+     ["--samples", "at least 1"]),
+    ("synth config not JSON", ["synth", "--config", "{kjv}", "--store", "{out}/s.zarr"], ["is not JSON", "to_dict()"]),
+    ("synth config missing", ["synth", "--config", "{missing}.json", "--store", "{out}/s.zarr"],
+     ["cannot read --config"]),
+    ("fit synthetic seed without synthetic", ["fit", "--store", "{store}", "--out", "{out}", "--synthetic-seed", "3"],
+     ["--synthetic-seed", "only with --synthetic"]),
+    ("fit synthetic names an LM's store", ["fit", "--synthetic", "{store}", "--out", "{out}", "--tokens", "4096"],
+     ["holds an LM's activations", "--store"]),
+    ("fit no store", ["fit", "--out", "{out}"], ["--store", "--synthetic"]),
 ]
 
 

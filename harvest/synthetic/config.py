@@ -69,9 +69,9 @@ class StreamConfig:
     """A fit's rows from a synthetic model's stream (``pipeline fit --synthetic``), generated on the fit's device."""
 
     synthetic: str | None = None
-    """A preset name (synth-cpu, synth-mid, synth-16k) or a SAELens SyntheticModelConfig JSON file: train on rows
-    generated from it instead of a store's; --store then names the store of its held-out rows (default
-    OUT/heldout.zarr), written first."""
+    """A preset name (synth-cpu, synth-mid, synth-16k), a SAELens SyntheticModelConfig JSON file, or a synthetic
+    store (its model): train on rows generated from it instead of a store's; --store then names the store of its
+    held-out rows (default OUT/heldout.zarr), written first."""
     synthetic_seed: int = 0
     """Seed of the row stream: the training rows are the stream's first --tokens rows, the rows a `pipeline synth`
     store of the same model and seed holds (on the same kind of device)."""
@@ -99,3 +99,12 @@ class StreamConfig:
     @property
     def config_file(self) -> str | None:
         return None if self.synthetic is None or self.preset is not None else self.synthetic
+
+    @property
+    def names_a_store(self) -> bool:
+        """Whether --synthetic names a store (a folder with a zarr.json, or a URL), not a preset or a JSON file."""
+        if self.synthetic is None or self.preset is not None:
+            return False
+        from pathlib import Path
+
+        return "://" in self.synthetic or (Path(self.synthetic) / "zarr.json").exists()

@@ -12,18 +12,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 
 from harvest.errors import HarvestError
 from harvest.synthetic.config import HELDOUT_FIRST_ROW, StreamConfig
-from harvest.synthetic.model import load_or_build, spec_of
+from harvest.synthetic.model import ModelSpec, load_or_build, spec_of
 from harvest.synthetic.runner import pilot_slots, synthetic_meta, write_stream
 from harvest.synthetic.sampler import Stream, make_sampler
 from store.location import StoreLocation
 from store.reader import ActivationStore, open_store
 from store.stats import Moments, moments_of
+from store.truth import GroundTruth
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ def synthetic_source(cfg: StreamConfig, store_url: str, device: torch.device, st
     """The source of ``cfg``'s stream on ``device``, its held-out store at ``store_url`` written (or finished)
     first."""
     started = time.monotonic()
-    spec = spec_of(cfg.preset, cfg.config_file)
-    truth = load_or_build(spec, cfg.model_cache, device, on_build)
+    spec, truth = _model(cfg, device, on_build)
     stream = Stream(make_sampler(cfg.sampler, truth, device), cfg.synthetic_seed, device)
     slots = pilot_slots(stream, HELDOUT_FIRST_ROW)
     meta = synthetic_meta(spec, truth, seed=cfg.synthetic_seed, first_row=HELDOUT_FIRST_ROW,
@@ -101,6 +100,15 @@ def synthetic_source(cfg: StreamConfig, store_url: str, device: torch.device, st
     return SyntheticSource(open_store(location), stream, cfg)
 
 
-def default_heldout_store(out: str) -> str:
-    return str(Path(out) / "heldout.zarr")
+def _model(cfg: StreamConfig, device: torch.device, on_build) -> tuple[ModelSpec, GroundTruth]:
+    """The model --synthetic names: a preset's or a config file's (built or cached), or a synthetic store's own."""
+    if not cfg.names_a_store:
+        spec = spec_of(cfg.preset, cfg.config_file)
+        return spec, load_or_build(spec, cfg.model_cache, device, on_build)
+    store = open_store(cfg.synthetic)
+    if not store.synthetic:
+        raise HarvestError(f"--synthetic {cfg.synthetic} holds an LM's activations, not a synthetic model: train "
+                           "from it with --store, or name a synthetic store, a preset or a config file")
+    syn = store.meta.synthetic
+    return ModelSpec(syn.config, preset=None, source=syn.config_file or syn.name), store.ground_truth()
 

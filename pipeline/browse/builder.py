@@ -23,6 +23,7 @@ from pipeline.browse.logit_lens import LensResult, logit_lens
 from pipeline.browse.scan import scan
 from pipeline.browse.site import LEVELS, SiteWriter
 from pipeline.browse.stats import FeatureStats
+from pipeline.browse.truth import TRUTH_LENS, truth_names, truth_row_texts
 from pipeline.errors import PipelineError
 from pipeline.evaluate.record import EvalRecord
 from pipeline.evaluate.runner import check_run_store
@@ -172,12 +173,21 @@ def _build_store(site: SiteWriter, shown: _ShownStore, members: list[Run], cfg: 
              ", ".join(r.key for r in members))
     stats = scan(store, shown.heldout, {r.key: r.sae for r in members}, cfg.stats, dev, cfg.seed,
                  _progress(on_progress, "held-out rows"))
-    tokenizer = load_store_tokenizer(store.meta, cfg.tokenizer or cfg.model)
-    texts = _Texts(_write_contexts(site, shown, stats, cfg, tokenizer, _progress(on_progress, "decode contexts")),
-                   store.rows_per_context)
-    lenses = _lenses(cfg, store, members, dev, on_progress) if cfg.wants_lens else {}
-    if lenses:
-        texts.lens = _lens_texts(lenses, tokenizer)
+    if store.synthetic:
+        # A synthetic row has no text: it shows as its true features, and the lens is the true dictionary.
+        namer = truth_names(store.ground_truth())
+        texts = _Texts(_write_contexts(site, shown, stats, cfg, truth_row_texts(store, shown.heldout, namer), None),
+                       store.rows_per_context, lens=namer)
+        W_U = store.ground_truth().dictionary_GD
+        lenses = {r.key: logit_lens(W_U, r.sae.decoder_directions().to(dev), cfg.lens_tokens) for r in members}
+    else:
+        tokenizer = load_store_tokenizer(store.meta, cfg.tokenizer or cfg.model)
+        decode = token_decoder(store, shown.heldout, tokenizer)
+        texts = _Texts(_write_contexts(site, shown, stats, cfg, decode, _progress(on_progress, "decode contexts")),
+                       store.rows_per_context)
+        lenses = _lenses(cfg, store, members, dev, on_progress) if cfg.wants_lens else {}
+        if lenses:
+            texts.lens = _lens_texts(lenses, tokenizer)
     similar = _similar(members)
     log.info("writing the feature pages of %s", ", ".join(r.key for r in members))
     return [_write_run(site, shown, r, stats[r.key], lenses.get(r.key), texts, similar[r.key], cfg, on_progress)
@@ -229,6 +239,7 @@ def _store_meta(shown: _ShownStore, members: list[Run], cfg: BrowseConfig) -> di
         "contexts_per_shard": contexts_per_shard(cfg, store.rows_per_context),
         "runs": [r.key for r in members],
         "lens_model": (cfg.model or store.meta.model.name) if cfg.wants_lens else None,
+        **({"lens": TRUTH_LENS, "lens_model": "the true dictionary"} if store.synthetic else {}),
     }
 
 
@@ -237,14 +248,16 @@ def contexts_per_shard(cfg: BrowseConfig, rows_per_context: int) -> int:
 
 
 def _write_contexts(site: SiteWriter, shown: _ShownStore, stats: dict[str, FeatureStats], cfg: BrowseConfig,
-                    tokenizer, on_progress: StepProgress | None) -> dict[int, list[str]]:
-    """Decode every context an example comes from; write them in shards. Returns context id -> token texts."""
+                    decode: Callable[[list[int]], list[list[str]]],
+                    on_progress: StepProgress | None) -> dict[int, list[str]]:
+    """Decode every context an example comes from (``decode``: context ids -> each stored row's text); write them in
+    shards. Returns context id -> row texts."""
     store = shown.store
     rows: set[int] = set()
     for st in stats.values():
         rows |= pages.referenced_rows(st, cfg.quantiles)
     contexts = sorted({store.context_of_row(r) for r in rows})
-    texts = _decode_contexts(store, shown.heldout, contexts, tokenizer, on_progress)
+    texts = _decode_contexts(contexts, decode, on_progress)
     per = contexts_per_shard(cfg, store.rows_per_context)
     shards: dict[int, dict[str, list[str]]] = defaultdict(dict)
     for c in contexts:
@@ -255,16 +268,25 @@ def _write_contexts(site: SiteWriter, shown: _ShownStore, stats: dict[str, Featu
     return texts
 
 
-def _decode_contexts(store: ActivationStore, heldout: tuple[int, int], contexts: list[int], tokenizer,
-                     on_progress: StepProgress | None, batch: int = 256) -> dict[int, list[str]]:
-    """Context -> the display text of each of its stored tokens, for these held-out contexts."""
+def token_decoder(store: ActivationStore, heldout: tuple[int, int], tokenizer) -> Callable[[list[int]], list]:
+    """``decode`` for an LM's store: held-out contexts -> the display text of each of their stored tokens."""
     start, stop = heldout
     tokens = store.tokens(start, stop)  # one read; the contexts are slices of it
+
+    def decode(contexts: list[int]) -> list[list[str]]:
+        ids = [tokens[lo - start : hi - start] for lo, hi in map(store.context_rows, contexts)]
+        return token_texts(tokenizer, ids)
+
+    return decode
+
+
+def _decode_contexts(contexts: list[int], decode: Callable[[list[int]], list[list[str]]],
+                     on_progress: StepProgress | None, batch: int = 256) -> dict[int, list[str]]:
+    """Context -> the display text of each of its stored rows."""
     texts: dict[int, list[str]] = {}
     for i in range(0, len(contexts), batch):
         chunk = contexts[i : i + batch]
-        ids = [tokens[lo - start : hi - start] for lo, hi in map(store.context_rows, chunk)]
-        texts.update(zip(chunk, token_texts(tokenizer, ids), strict=True))
+        texts.update(zip(chunk, decode(chunk), strict=True))
         if on_progress is not None:
             on_progress(min(i + batch, len(contexts)), len(contexts))
     return texts

@@ -241,8 +241,9 @@ def _matched_claim(claim: str, matched: list[Matched] | None, labels: tuple[str,
                      f"no L0 lies inside both {base}'s and {hier}'s measured {what} frontiers: widen the sweep "
                      "(--sweep-l1) so that their L0 ranges overlap")
     if any(math.isnan(c.half) for m in rows for c in m.cells):
-        return Claim(claim, paper_fig, "one seed per setting", "not testable here",
-                     "one seed gives no interval: sweep with --seeds 3")
+        return Claim(claim, paper_fig, "one seed at a setting", "not testable here",
+                     "a setting was measured on one seed only, which gives no interval (run with one seed, or its "
+                     "other seeds scored no pair): sweep with --seeds 3, or train longer")
     parts, outcomes = [], []
     for m in rows:
         cell = {c.architecture: c for c in m.cells}

@@ -384,9 +384,10 @@
     const side = [h("div", { class: "card" }, h("h3", { text: "Activation histogram" }),
       feat.hist[1].length ? activationChart(feat) : h("p", { class: "muted", text: "never fires" }))];
     if (feat.promoted) {
-      side.push(h("div", { class: "card" }, lensTable("Promoted tokens (W_U · d)", feat.promoted),
-        lensTable("Suppressed tokens", feat.suppressed),
-        h("p", { class: "note", text: `Logit lens through ${store.lens_model}'s unembedding, ignoring the final norm.` })));
+      const lens = store.lens || { promoted: "Promoted tokens (W_U · d)", suppressed: "Suppressed tokens",
+        note: `Logit lens through ${store.lens_model}'s unembedding, ignoring the final norm.` };
+      side.push(h("div", { class: "card" }, lensTable(lens.promoted, feat.promoted),
+        lensTable(lens.suppressed, feat.suppressed), h("p", { class: "note", text: lens.note })));
     }
     return {
       title: `${run.name} #${f}`,
