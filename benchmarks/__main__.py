@@ -10,7 +10,7 @@ from rich.table import Table
 from benchmarks.common import BenchReport, machine_info
 from pipeline.cli.console import console, setup_logging
 
-SECTIONS = ("harvest", "store", "fit", "s3", "peers", "sparse")
+SECTIONS = ("harvest", "store", "fit", "s3", "peers", "sparse", "synthetic")
 
 
 @click.command()
@@ -46,6 +46,10 @@ def main(only: str, out: Path, workdir: str | None, device: str) -> None:
             from benchmarks import sparse_bench
 
             sparse_bench.run(report, device=device)
+        elif section == "synthetic":
+            from benchmarks import synthetic_bench
+
+            synthetic_bench.run(report, workdir=workdir)
         else:
             raise click.BadParameter(f"unknown section {section!r}; choose from {', '.join(SECTIONS)}")
     table = Table(title="benchmarks (ratios measured back to back in this run)", title_justify="left")

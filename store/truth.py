@@ -197,17 +197,36 @@ def dense_rows(ids_BS: np.ndarray | torch.Tensor, coefs_BS: np.ndarray | torch.T
     return out[:, :n_features]
 
 
-def rows_of(ids_BS: torch.Tensor, coefs_BS: torch.Tensor, dictionary_GD: torch.Tensor, bias_D: torch.Tensor,
-            tile: int = 1024) -> torch.Tensor:
-    """The rows of these padded lists: ``x_b = sum_s c_bs d_{ids_bs} + b``, summed in slot order by a batched matmul
-    (the same floats on every run and in every reader)."""
-    out = torch.empty(len(ids_BS), dictionary_GD.shape[1], dtype=torch.float32, device=dictionary_GD.device)
-    for a in range(0, len(ids_BS), tile):
-        ids = torch.as_tensor(ids_BS[a : a + tile], device=dictionary_GD.device).long()
-        coefs = torch.as_tensor(coefs_BS[a : a + tile], device=dictionary_GD.device).float()
-        vectors_BSD = dictionary_GD[ids.clamp(min=0)]
-        out[a : a + tile] = torch.bmm(coefs.unsqueeze(1), vectors_BSD).squeeze(1) + bias_D
+def pair_rows(row_P: torch.Tensor, feature_P: torch.Tensor, value_P: torch.Tensor, n: int,
+              dictionary_GD: torch.Tensor, bias_D: torch.Tensor) -> torch.Tensor:
+    """The rows of these active pairs (sorted by row, then feature): ``x_b = sum c_g d_g + b``, each row summed in
+    its pairs' order (on the CPU an in-order ``index_add``, the same floats on every run; on CUDA, whose
+    ``index_add`` sums in any order, a padded batched matmul)."""
+    dev = dictionary_GD.device
+    if dev.type == "cpu":
+        out = torch.zeros(n, dictionary_GD.shape[1], dtype=torch.float32)
+        out.index_add_(0, row_P, dictionary_GD[feature_P] * value_P.float()[:, None])
+        return out + bias_D
+    counts = torch.bincount(row_P, minlength=n)
+    S = max(int(counts.max()) if n else 0, 1)
+    slot = torch.arange(len(row_P), device=dev) - (torch.cumsum(counts, 0) - counts)[row_P]
+    ids = torch.zeros((n, S), dtype=torch.int64, device=dev)
+    coefs = torch.zeros((n, S), dtype=torch.float32, device=dev)
+    ids[row_P, slot], coefs[row_P, slot] = feature_P, value_P.float()
+    out = torch.empty(n, dictionary_GD.shape[1], dtype=torch.float32, device=dev)
+    for a in range(0, n, 1024):
+        out[a : a + 1024] = torch.bmm(coefs[a : a + 1024, None], dictionary_GD[ids[a : a + 1024]])[:, 0] + bias_D
     return out
+
+
+def rows_of(ids_BS: np.ndarray | torch.Tensor, coefs_BS: np.ndarray | torch.Tensor, dictionary_GD: torch.Tensor,
+            bias_D: torch.Tensor) -> torch.Tensor:
+    """The rows of these padded lists (a store's), summed as :func:`pair_rows` sums them."""
+    ids = torch.as_tensor(ids_BS).long().to(dictionary_GD.device)
+    coefs = torch.as_tensor(coefs_BS).float().to(dictionary_GD.device)
+    real = ids >= 0
+    row = real.nonzero()[:, 0]
+    return pair_rows(row, ids[real], coefs[real], len(ids), dictionary_GD, bias_D)
 
 
 def list_problems(ids_BS: np.ndarray, coefs_BS: np.ndarray, truth: GroundTruth) -> list[str]:

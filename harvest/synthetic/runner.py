@@ -20,7 +20,7 @@ import torch
 from harvest.errors import HarvestError
 from harvest.synthetic.config import SynthConfig
 from harvest.synthetic.model import ModelSpec, load_or_build, spec_of
-from harvest.synthetic.sampler import BLOCK_ROWS, Stream, make_sampler
+from harvest.synthetic.sampler import BLOCK_ROWS, Block, Stream, make_sampler
 from store import dtypes
 from store.device import resolve_device
 from store.finalize import kill_point
@@ -35,7 +35,7 @@ from store.format import (
 )
 from store.location import StoreLocation
 from store.stats import moments_of_pieces
-from store.truth import NO_FEATURE, GroundTruth
+from store.truth import GroundTruth
 from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def pilot_slots(stream: Stream, first_row: int) -> int:
     """Twice the widest row of the stream's first PILOT_BLOCKS blocks from ``first_row``, rounded up to 8."""
     widest = 0
     for j in range(first_row // BLOCK_ROWS, first_row // BLOCK_ROWS + PILOT_BLOCKS):
-        widest = max(widest, int((stream.block(j).ids_BS >= 0).sum(dim=1).max()))
+        widest = max(widest, int(stream.block(j).counts_B.max()))
     return max(8, -(-2 * widest // 8) * 8)
 
 
@@ -140,8 +140,8 @@ def write_stream(location: StoreLocation, meta: StoreMeta, truth: GroundTruth, s
         for k in range(writer.next_chunk, writer.end_chunk):
             lo, hi = writer.rows.chunk_bounds(k)
             block = stream.rows(first + lo, first + hi)
-            ids, coefs = _padded(block.ids_BS, block.coefs_BS, meta.synthetic.slots, location, lo)
-            active += int((block.ids_BS >= 0).sum())
+            ids, coefs = _padded(block, meta.synthetic.slots, location, lo)
+            active += len(block.row_P)
             stored = block.x_BD.to(dtypes.TORCH_DTYPES[meta.dtype])
             (moments,) = moments_of_pieces(stored, [0, hi - lo])
             writer.write_chunk(k, dtypes.encode(stored, meta.dtype), np.zeros(hi - lo, dtype=np.int32),
@@ -157,21 +157,15 @@ def write_stream(location: StoreLocation, meta: StoreMeta, truth: GroundTruth, s
                        active / written if written else float("nan"))
 
 
-def _padded(ids_BS: torch.Tensor, coefs_BS: torch.Tensor, slots: int, location: StoreLocation,
-            first_row: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows' lists padded (or cut) to the store's slots; a row wider than them is one line naming it."""
-    width = ids_BS.shape[1]
-    if width > slots:
-        counts = (ids_BS >= 0).sum(dim=1)
-        if int(counts.max()) > slots:
-            row = first_row + int(torch.argmax(counts))
-            raise HarvestError(
-                f"row {row} of {location} has {int(counts.max())} active features, more than the store's {slots} "
-                f"slots: synthesize it into another --store with --slots {2 * int(counts.max())}"
-            )
-        ids_BS, coefs_BS = ids_BS[:, :slots], coefs_BS[:, :slots]
-    ids = np.full((len(ids_BS), slots), NO_FEATURE, dtype=np.int32)
-    coefs = np.zeros((len(ids_BS), slots), dtype=np.float32)
-    ids[:, : ids_BS.shape[1]] = ids_BS.cpu().numpy()
-    coefs[:, : ids_BS.shape[1]] = coefs_BS.cpu().numpy()
-    return ids, coefs
+def _padded(block: Block, slots: int, location: StoreLocation, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' lists padded to the store's slots; a row wider than them is one line naming it."""
+    try:
+        ids, coefs = block.padded(slots)
+    except ValueError:
+        counts = block.counts_B
+        row = first_row + int(torch.argmax(counts))
+        raise HarvestError(
+            f"row {row} of {location} has {int(counts.max())} active features, more than the store's {slots} "
+            f"slots: synthesize it into another --store with --slots {2 * int(counts.max())}"
+        ) from None
+    return ids.cpu().numpy().astype(np.int32), coefs.cpu().numpy()

@@ -37,11 +37,11 @@ from typing import Protocol
 import torch
 
 from harvest.synthetic.config import SAMPLERS
-from store.truth import NO_FEATURE, GroundTruth, rows_of
+from store.truth import NO_FEATURE, GroundTruth, pair_rows
 
 BLOCK_ROWS = 4096
 """Rows per seeded block of the stream (a format constant: docs/store-format.md)."""
-TILE_ROWS = 256
+TILE_ROWS = 4096
 """Rows over which the fast sampler bounds each feature's firing probability (smaller: tighter bounds, more
 binomial draws)."""
 DENSE_ABOVE = 0.125
@@ -50,12 +50,14 @@ DENSE_ABOVE = 0.125
 
 @dataclass
 class Block:
-    """Sampled rows: their active features (padded lists) and their activations."""
+    """Sampled rows: their active (row, feature, coefficient) pairs and their activations."""
 
-    ids_BS: torch.Tensor
-    """Active true features per row, ascending, padded with -1 (int64)."""
-    coefs_BS: torch.Tensor
-    """Their coefficients, padded with 0 (float32)."""
+    row_P: torch.Tensor
+    """Each pair's row, ascending (int64)."""
+    feature_P: torch.Tensor
+    """Its true feature, ascending within a row (int64)."""
+    value_P: torch.Tensor
+    """Its coefficient, > 0 (float32)."""
     x_BD: torch.Tensor
     """The rows, ``sum_g c_g d_g + b`` (float32)."""
 
@@ -63,7 +65,28 @@ class Block:
         return len(self.x_BD)
 
     def rows(self, start: int, stop: int) -> Block:
-        return Block(self.ids_BS[start:stop], self.coefs_BS[start:stop], self.x_BD[start:stop])
+        lo, hi = torch.searchsorted(self.row_P, torch.tensor([start, stop], device=self.row_P.device)).tolist()
+        return Block(self.row_P[lo:hi] - start, self.feature_P[lo:hi], self.value_P[lo:hi], self.x_BD[start:stop])
+
+    @property
+    def counts_B(self) -> torch.Tensor:
+        """Active features per row."""
+        return torch.bincount(self.row_P, minlength=len(self))
+
+    def padded(self, slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' lists as the store keeps them, ``(B, slots)``: features ascending then -1, coefficients then 0
+        (``slots``: the widest row when None; a row wider than ``slots`` raises ValueError)."""
+        counts = self.counts_B
+        widest = int(counts.max()) if len(counts) else 0
+        S = max(widest, 1) if slots is None else slots
+        if widest > S:
+            raise ValueError(f"a row has {widest} active features, more than the {S} slots")
+        slot = torch.arange(len(self.row_P), device=self.row_P.device) - (torch.cumsum(counts, 0) - counts)[self.row_P]
+        ids = torch.full((len(self), S), NO_FEATURE, dtype=torch.int64, device=self.row_P.device)
+        coefs = torch.zeros((len(self), S), dtype=torch.float32, device=self.row_P.device)
+        ids[self.row_P, slot] = self.feature_P
+        coefs[self.row_P, slot] = self.value_P
+        return ids, coefs
 
 
 class Sampler(Protocol):
@@ -233,21 +256,14 @@ class SaeLensSampler:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             acts_BG = self.generator.sample(n)
-        row, feat = acts_BG.nonzero(as_tuple=True)
+        row, feat = acts_BG.nonzero(as_tuple=True)  # row-major: sorted by row, then feature
         return assemble(row, feat, acts_BG[row, feat], n, self.dictionary_GD, self.bias_D)
 
 
 def assemble(row_P: torch.Tensor, feat_P: torch.Tensor, value_P: torch.Tensor, n: int, dictionary_GD: torch.Tensor,
-             bias_D: torch.Tensor, slots: int | None = None) -> Block:
-    """The block of these active pairs (sorted by row, then feature): padded lists and ``x = sum c d + b``."""
-    counts = torch.bincount(row_P, minlength=n)
-    S = max(int(counts.max()) if n else 0, 1) if slots is None else slots
-    slot = torch.arange(len(row_P), device=row_P.device) - (torch.cumsum(counts, 0) - counts)[row_P]
-    ids = torch.full((n, S), NO_FEATURE, dtype=torch.int64, device=row_P.device)
-    coefs = torch.zeros((n, S), dtype=torch.float32, device=row_P.device)
-    ids[row_P, slot] = feat_P
-    coefs[row_P, slot] = value_P.float()
-    return Block(ids, coefs, rows_of(ids, coefs, dictionary_GD, bias_D))
+             bias_D: torch.Tensor) -> Block:
+    """The block of these active pairs (sorted by row, then feature), its rows summed from them."""
+    return Block(row_P, feat_P, value_P.float(), pair_rows(row_P, feat_P, value_P, n, dictionary_GD, bias_D))
 
 
 def distinct_rows(counts_J: torch.Tensor, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,17 +305,13 @@ class Stream:
         return block
 
     def rows(self, start: int, stop: int) -> Block:
-        """Rows [start, stop) of the stream (padded to the widest row among them)."""
-        parts = []
+        """Rows [start, stop) of the stream."""
+        parts, offset = [], 0
         for j in range(start // BLOCK_ROWS, -(-stop // BLOCK_ROWS)):
             lo, hi = max(start, j * BLOCK_ROWS), min(stop, (j + 1) * BLOCK_ROWS)
-            parts.append(self.block(j).rows(lo - j * BLOCK_ROWS, hi - j * BLOCK_ROWS))
+            part = self.block(j).rows(lo - j * BLOCK_ROWS, hi - j * BLOCK_ROWS)
+            parts.append(Block(part.row_P + offset, part.feature_P, part.value_P, part.x_BD))
+            offset += hi - lo
         if len(parts) == 1:
             return parts[0]
-        S = max(p.ids_BS.shape[1] for p in parts)
-
-        def pad(t: torch.Tensor, fill: float) -> torch.Tensor:
-            return torch.nn.functional.pad(t, (0, S - t.shape[1]), value=fill)
-
-        return Block(torch.cat([pad(p.ids_BS, NO_FEATURE) for p in parts]),
-                     torch.cat([pad(p.coefs_BS, 0.0) for p in parts]), torch.cat([p.x_BD for p in parts]))
+        return Block(*(torch.cat([getattr(p, f) for p in parts]) for f in ("row_P", "feature_P", "value_P", "x_BD")))

@@ -21,7 +21,7 @@ def draw(sampler, rows: int, seed: int) -> torch.Tensor:
     """``rows`` rows' dense coefficients (B, G)."""
     gen = torch.Generator().manual_seed(seed)
     blocks = [sampler.sample(BLOCK_ROWS, gen) for _ in range(rows // BLOCK_ROWS)]
-    return torch.cat([dense_rows(b.ids_BS, b.coefs_BS, sampler.dictionary_GD.shape[0]) for b in blocks])
+    return torch.cat([dense_rows(*b.padded(), sampler.dictionary_GD.shape[0]) for b in blocks])
 
 
 @pytest.fixture(scope="module")
