@@ -126,6 +126,9 @@ class SAEConfig:
             raise FitError(f"--k {self.k} is more than the {n} latents: lower --k or raise --expansion")
         if self.prefixes and self.prefixes[-1] > n:
             raise FitError(f"--prefixes end at {self.prefixes[-1]}, beyond the {n} latents: use ends up to {n}")
+        # The default (Gao et al.'s 512) is capped at half the latents; a value given is never changed silently.
+        if "aux_k" in self.uses and self.aux_k != SAEConfig.aux_k and self.aux_k > n // 2:
+            raise FitError(f"--aux-k {self.aux_k} is more than half the {n} latents: use at most {max(n // 2, 1)}")
         return n
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,6 +233,9 @@ class TrainConfig:
     """Steps between checkpoints (0: only at the end)."""
     verify_checksums: bool = True
     """Check every chunk's crc32c as it is read."""
+    allow_unsealed: bool = False
+    """Read a store that carries no manifest (finalised by an older version of this tool, or its seal removed), whose
+    chunks cannot be checked against their positions; `pipeline store finalize` seals it instead."""
     streams: int | None = None
     """Streams each global batch is drawn from, one per data-parallel process; None = the number of processes
     (torchrun's WORLD_SIZE, else 1). A single process with ``streams = G`` sees a G-process job's batches."""

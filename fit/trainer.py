@@ -64,7 +64,7 @@ def _absolute(url: str) -> str:
 
 
 def _open_store(cfg: TrainConfig) -> ActivationStore:
-    return open_store(cfg.store, storage_options=cfg.storage_options)
+    return open_store(cfg.store, storage_options=cfg.storage_options, allow_unsealed=cfg.allow_unsealed)
 
 
 LOCK_FILE = "fit.lock"
@@ -171,7 +171,7 @@ def _sort_runs(cfg: TrainConfig, saes: list[SAEConfig], store: ActivationStore,
                plan: Plan) -> tuple[list[tuple[SAEConfig, RunDir, dict]], list[FitResult]]:
     """The SAEs still to train (with the config.json each must hold), and the results of those already trained."""
     # The width first: of all the ways another store can differ, it is the one that makes the weights unusable.
-    store_id = {"d_model": store.d_model, **store.identity()}
+    store_id = {"d_model": store.d_model, **store.identity(), "binding": store.binding()}
     todo, results = [], []
     for sae_cfg in saes:
         run = RunDir(Path(cfg.out) / sae_cfg.name)

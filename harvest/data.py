@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class DataSource:
         stats = [f.stat() for f in files]
         return DatasetInfo(
             name=self.name if self.data_files is None else self.builder,
+            spec=self.name,
             config=self.config,
             split=self.split,
             text_field=self.text_field,
@@ -97,6 +99,28 @@ class DataSource:
             )
         field = "text" if DATA_FILE_TYPES[kinds.pop()] == "text" else cfg.text_field
         return cls(cfg.dataset, None, "train", field, tuple(str(Path(f).resolve()) for f in files))
+
+    def visible_texts(self, shard: int = 0, num_shards: int = 1) -> Iterator[str]:
+        """``texts``, refused at once when none holds anything but whitespace (a single shard's): such a data set
+        would make a store of a few rows of blanks."""
+        texts = self.texts(shard, num_shards)
+        seen: list[str] = []
+        for text in texts:
+            seen.append(text)
+            if text.strip():
+                return itertools.chain(seen, texts)
+        if seen and num_shards == 1:
+            raise HarvestError(f"data set '{self.name}' holds no text: its {len(seen)} text(s) are whitespace only; "
+                               "pass files with text")
+        return iter(seen)
+
+    def check_ended(self) -> None:
+        """Called when the data ran out before the tokens asked for: refuse a compressed file whose stream is cut
+        short, which would otherwise pass for the end of the data set."""
+        for f in self.data_files or ():
+            if Path(f).suffix.lower() == ".zst" and not zstd_complete(Path(f)):
+                raise HarvestError(f"cannot read '{f}' to its end: its zstd stream is cut short (a partial download?): "
+                                   "fetch it again, then rerun to finish the store; the rows written so far are kept")
 
     def texts(self, shard: int = 0, num_shards: int = 1) -> Iterator[str]:
         """Documents, in a fixed order (the same on every run, which resume relies on).
@@ -221,20 +245,26 @@ def _is_empty(path: str) -> bool:
             f"cannot decompress '{path}' as {p.suffix.lower()} ({exc}): the file is damaged or not "
             f"{p.suffix.lower()}-compressed; fetch it again"
         ) from None
-    if opener is zstandard.open and not _zstd_frame_ends(p):
+    if opener is zstandard.open and not zstd_complete(p):
         raise HarvestError(f"cannot decompress '{path}': its zstd data is cut short (a partial download?); fetch it "
                            "again")
     return True
 
 
-def _zstd_frame_ends(path: Path) -> bool:
-    """Whether the file's first zstd frame is complete. zstd reads a frame cut short as no bytes and no error, so
-    a truncated file would pass for an empty one; this one gave no bytes, so it is at most a block long."""
-    frame = zstandard.ZstdDecompressor().decompressobj()
+def zstd_complete(path: Path) -> bool:
+    """Whether a .zst file's stream ends with a complete frame. zstd reads a stream cut short (a partial download)
+    as fewer bytes and no error, so a file cut exactly at a line end would read as a shorter, valid data set."""
+    dctx = zstandard.ZstdDecompressor()
+    frame, started = dctx.decompressobj(), False
     with path.open("rb") as f:
-        while not frame.eof and (block := f.read(2**20)):
-            frame.decompress(block)
-    return frame.eof
+        while block := f.read(2**22):
+            while block:
+                started = True
+                frame.decompress(block)
+                if not frame.eof:
+                    break
+                block, frame, started = frame.unused_data, dctx.decompressobj(), False
+    return not started or frame.eof
 
 
 @dataclass(frozen=True)

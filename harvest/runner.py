@@ -129,7 +129,7 @@ def harvest(cfg: HarvestConfig, on_progress: ProgressCallback | None = None) -> 
     tokenizer = load_tokenizer(cfg.model, cfg.revision)
     special = special_tokens(tokenizer, cfg.model)
     # A shard makes its contexts from its own share of the documents, numbered from 0 (ShardPlan).
-    contexts = iter(ContextStream(source.texts(cfg.shard, cfg.num_shards), tokenizer, cfg.context_length,
+    contexts = iter(ContextStream(source.visible_texts(cfg.shard, cfg.num_shards), tokenizer, cfg.context_length,
                                   bos_id=special.bos, eos_id=special.eos, pad_id=special.pad))
     first = next(contexts, None)  # an empty data set fails here, before anything is created
     if first is None and cfg.num_shards == 1:
@@ -150,7 +150,8 @@ def harvest(cfg: HarvestConfig, on_progress: ProgressCallback | None = None) -> 
                                  time.monotonic() - started, stores=tuple(results[layer] for layer in cfg.layers))
         resumed = {layer: w.resume_row for layer, w in active.items()}
         loop_started = time.monotonic()
-        rows_written, per_layer = _run(cfg, active, model, _chain(first, contexts), device, on_progress)
+        rows_written, per_layer = _run(cfg, active, model, _chain(first, contexts), device, on_progress,
+                                       source.check_ended)
         loop_seconds = time.monotonic() - loop_started
         for layer, writer in active.items():
             complete = writer.finish()
@@ -259,9 +260,11 @@ def _run(
     contexts: Iterator[Context],
     device: torch.device,
     on_progress: ProgressCallback | None,
+    check_ended: Callable[[], None] = lambda: None,
 ) -> tuple[int, dict[int, int]]:
     """Write this shard's rows of every layer's store from ``contexts``, in one pass; returns the rows the pass
-    produced and the rows written to each store."""
+    produced and the rows written to each store. ``check_ended`` is called when the data runs out before the
+    stores' ends, before any store is ended there (a file cut short refuses it)."""
     plans = {layer: ShardPlan.of(writer) for layer, writer in writers.items()}
     for layer, writer in writers.items():
         _log_start(cfg, layer, writer, plans[layer])
@@ -278,6 +281,8 @@ def _run(
         with Background((c for c in seen if c.index >= span.first_context), 16, "contexts") as source:
             produced, written, data_end = _write_batches(cfg, span, plans, model, source, seen, sinks, device,
                                                          on_progress)
+        if data_end is not None and any(data_end < plan.end_row for plan in plans.values()):
+            check_ended()
         for layer, sink in sinks.items():
             _end(cfg, plans[layer], writers[layer], sink, data_end)
     except BaseException:

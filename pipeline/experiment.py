@@ -16,6 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.evaluate.runner import evaluate
 from pipeline.report.report import write_report
+from store.reader import open_store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,19 @@ class Grid:
         if min(self.sweep_l1) < 0 or min(self.sweep_k) < 1:
             raise PipelineError(f"--sweep-l1 must be >= 0 and --sweep-k >= 1, got {self.sweep_l1} and "
                                 f"{self.sweep_k}")
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The architectures the grid trains."""
+        return self.sweep_variants if self.sweep else ("baseline", "hier")
+
+    def check_width(self, d_model: int) -> None:
+        """Refuse, before any training, a sweep value the SAEs' width cannot take, naming the sweep's option."""
+        n = round(self.sae.get("expansion", SAEConfig.expansion) * d_model)
+        too_big = [k for k in self.sweep_k if k > n] if self.sweep and set(self.variants) & set(TOPK_FAMILY) else []
+        if too_big:
+            raise PipelineError(f"--sweep-k {too_big[0]} is more than the {n} latents of these SAEs: lower it, or "
+                                "raise --expansion")
 
     def saes(self) -> list[SAEConfig]:
         def make(**fields: Any) -> SAEConfig:
@@ -136,9 +150,12 @@ def run_experiment(train: TrainConfig, grid: Grid, *, evaluation: dict[str, Any]
     (``evaluation``: EvaluateConfig fields such as kl_contexts) on the training store and device, and write the
     report to ``train.out``/report."""
     saes = grid.saes()
+    grid.check_width((source.store if source is not None else open_store(
+        train.store, storage_options=train.storage_options, allow_unsealed=train.allow_unsealed)).d_model)
     runs = [str(Path(train.out) / s.name) for s in saes]
     # Built before training so that a bad evaluation option is refused before hours of training, not after.
-    eval_cfg = EvaluateConfig(runs=tuple(runs), device=train.device, **(evaluation or {}))
+    eval_cfg = EvaluateConfig(runs=tuple(runs), device=train.device, allow_unsealed=train.allow_unsealed,
+                              **(evaluation or {}))
     log.info("experiment: %d SAEs in one pass over %s", len(saes), train.store)
     fit(train, saes, on_step=on_step, source=source)
     evaluate(eval_cfg, on_progress=on_eval)

@@ -37,3 +37,7 @@ class StoreLockedError(StoreError):
 
 class CorruptStoreError(StoreError):
     """A chunk or an attribute of the store does not read back as written."""
+
+
+class UnsealedStoreError(StoreError):
+    """A complete store without a manifest (finalised by an older version, or its seal removed)."""

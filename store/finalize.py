@@ -18,13 +18,16 @@ import numpy as np
 import zarr
 
 from store import format as fmt
+from store import manifest
 from store.errors import CorruptStoreError, IncompleteStoreError, StoreError
 from store.layout import (
     ROOT_DOC,
     array_specs,
+    chunk_coords,
+    chunk_grid,
+    chunk_key,
     doc_key,
     groups,
-    metadata_checksum,
     open_group,
     read_doc,
     read_root,
@@ -57,20 +60,34 @@ def _step_done(step: str) -> None:
     kill_point("finalize", step)
 
 
-def finalize(location: StoreLocation, *, missing_ok: bool = False) -> bool:
-    """Merge statistics and mark the store complete, once every shard has finished.
+def finalize(location: StoreLocation, *, missing_ok: bool = False, reseal: bool = False) -> bool:
+    """Merge statistics, seal the store with its manifest and mark it complete, once every shard has finished.
 
     Returns True when the store is complete. With ``missing_ok`` an unfinished shard returns False (the last
     shard to finish calls this); without it, an unfinished shard raises naming it. On a store already complete
-    it finishes the tidy-up a killed finalisation may have left undone.
+    it finishes the tidy-up a killed finalisation may have left undone, seals a store an older version finalised,
+    and checks the seal of one sealed already (``reseal``: seal it again as it is now, whatever changed).
     """
     root = read_root(location)
     if root is None:
         raise StoreError(f"no store at {location}")
     meta = fmt.StoreMeta.from_attrs(root["attributes"], where=f"{location}/{ROOT_DOC}")
     if meta.complete:
-        if root.get("consolidated_metadata") is None:  # a store completed by an older version of this tool
-            _write_root(location, meta.to_attrs())
+        if (meta.manifest_sha256 is None and meta.format_version < fmt.FORMAT_VERSION) or reseal:
+            _write_root(location, meta.to_attrs())  # finalised by an older version, or re-sealed on purpose
+            log.info("sealed %s with a manifest of its metadata and chunks as they are now", location)
+        elif meta.manifest_sha256 is None:
+            raise CorruptStoreError(
+                f"{location}/{ROOT_DOC} lost the seal ({manifest.SEAL}) its format version carries: the store may have "
+                "been edited since it was finalised; `pipeline store verify` checks its chunks, and `pipeline store "
+                "finalize --reseal` seals it as it is now"
+            )
+        else:
+            try:
+                manifest.verify_seal(location, root)
+            except CorruptStoreError as exc:
+                raise CorruptStoreError(f"{exc} (or, to accept the store as it is now, `pipeline store finalize "
+                                        "--reseal`)") from None
         _tidy(location)
         return True
     growth = read_growth(location)
@@ -154,26 +171,41 @@ def _chunk_statistics(location: StoreLocation, group: zarr.Group, chunks: int) -
 
 
 def _write_root(location: StoreLocation, attrs: dict) -> None:
-    """Write the root zarr.json in one atomic step: the attributes, the consolidated metadata of every node and
-    the checksum over both. Consolidated the way zarr does it, so that plain zarr opens the store from it."""
-    nodes = {}
+    """Seal the store: write its manifest (every node's metadata document and every chunk's CRC-32C by position,
+    store/manifest.py), then, in one atomic step, the root zarr.json: the attributes, the consolidated metadata of
+    every node the way zarr writes it (so plain zarr opens the store from it), and the manifest's sha256."""
     meta = fmt.StoreMeta.from_attrs(attrs, where=str(location))
+    specs = array_specs(meta)
     node_groups = groups(meta)
-    for name in sorted([*array_specs(meta), *node_groups]):
+    nodes, documents = {}, {}
+    for name in sorted([*specs, *node_groups]):
         doc = read_doc(location, doc_key(name))
         if doc is None:
             raise CorruptStoreError(f"{location}/{doc_key(name)} is missing: the store is damaged; re-harvest it")
+        documents[doc_key(name)] = manifest.document_digest(doc, doc_key(name))
         if name in node_groups:
             doc = {**doc, "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": {}}}
         nodes[name] = doc
-    attrs = {**attrs, "metadata_sha256": None}
-    attrs["metadata_sha256"] = metadata_checksum(attrs, nodes)
+    attrs = {**attrs, "metadata_sha256": None, manifest.SEAL: None, "format_version": fmt.FORMAT_VERSION}
     root = {
         "attributes": attrs,
         "zarr_format": 3,
         "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": nodes},
         "node_type": "group",
     }
+    documents[ROOT_DOC] = manifest.document_digest(root, ROOT_DOC)
+    arrays = {}
+    for name, spec in specs.items():
+        grid = chunk_grid(spec)
+        coords = chunk_coords(grid)
+        keys = [chunk_key(name, c) for c in coords]
+        tails = location.read_tails(keys)
+        missing = [k for k, t in zip(keys, tails, strict=True) if t is None or len(t) != 4]
+        if missing:
+            raise CorruptStoreError(f"{location}: chunk {missing[0]} is missing or truncated: the store is damaged; "
+                                    "re-harvest it")
+        arrays[name] = manifest.ArrayChunks(grid, tuple(int.from_bytes(t, "little") for t in tails))
+    attrs[manifest.SEAL] = manifest.write_manifest(location, manifest.Manifest(documents, arrays))
     location.write_bytes_atomic(ROOT_DOC, json.dumps(root, indent=2).encode())
 
 

@@ -14,7 +14,9 @@ from typing import Any
 from store.errors import CorruptStoreError, StoreError
 
 FORMAT_NAME = "lm-activation-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: sealed by a manifest (store/manifest.py). 1: stores written before, readable with ``--allow-unsealed``."""
+READABLE_VERSIONS = (1, 2)
 
 ACTIVATIONS = "activations"
 TOKENS = "tokens"
@@ -26,6 +28,10 @@ MEAN = "stats/mean"
 VAR = "stats/var"
 # Writer bookkeeping (locks, per-shard progress) lives here while a harvest runs; finalize removes it.
 WORK_DIR = "_harvest"
+
+MADE_AT = ("created_at", "harvest_seconds", "metadata_sha256", "manifest_sha256")
+"""Root attributes that say when (and how long) a store was made, and the seals covering them: the only ones two
+writes of the same store, a resumed one and an uninterrupted one, differ in."""
 
 STORAGE_DTYPES = {"bfloat16": "uint16", "float16": "float16"}
 """Logical activation dtype -> zarr dtype. Zarr 3 has no bfloat16, so bf16 is stored as its raw uint16 bits."""
@@ -94,6 +100,15 @@ class DatasetInfo:
     """blake2b of each local file's bytes, in ``data_files`` order: the data's identity by content."""
     data_file_stats: list[dict[str, Any]] | None = None
     """Each local file's ``size`` and ``mtime`` when the harvest started, for provenance."""
+    spec: str | None = None
+    """The data set as the user gave it (``--dataset``: a file, folder or glob, or a hub id): how reports name it.
+    Not part of the identity (the same files under another spelling are the same data); absent in older stores."""
+
+    @property
+    def label(self) -> str:
+        """How the data set is named to people: what the user gave, with a hub data set's config."""
+        label = self.spec or (", ".join(self.data_files) if self.data_files else self.name)
+        return label + (f" ({self.config})" if self.config and not self.data_files else "")
 
 
 @dataclass(frozen=True)
@@ -235,8 +250,11 @@ class StoreMeta:
     created_at: str = ""
     software: dict[str, str] = field(default_factory=dict)
     metadata_sha256: str | None = None
-    """sha256 of the root attributes (less this key) and every node's metadata document, in canonical JSON,
-    recorded at finalisation (``store.layout.metadata_checksum``); `store verify` recomputes it."""
+    """Format 1 only: sha256 of the root attributes (less this key) and every node's metadata document, in canonical
+    JSON, recorded at finalisation (``store.layout.metadata_checksum``); the manifest replaced it."""
+    manifest_sha256: str | None = None
+    """sha256 of manifest.json, which records every metadata document's digest and every chunk's CRC-32C by position
+    (store/manifest.py); set when the store is sealed at finalisation, None until then."""
     synthetic: SyntheticInfo | None = None
     """Set for a synthetic store (``pipeline synth``): its model and row stream; None for an LM's activations."""
 
@@ -325,10 +343,10 @@ class StoreMeta:
                 f"{where} is a Zarr group but not an activation store (attribute format={attrs.get('format')!r})"
             )
         version = attrs.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise StoreError(
-                f"{where} has store format version {version}; this tool reads version {FORMAT_VERSION}: "
-                "use the matching release of this tool or re-harvest"
+                f"{where} has store format version {version}; this tool reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}: use the matching release of this tool or re-harvest"
             )
         problem = schema_problem(cls, attrs)
         if problem is not None:

@@ -16,7 +16,7 @@ from zarr.core.buffer import default_buffer_prototype
 
 from store import format as fmt
 from store import truth
-from store.errors import CorruptStoreError, StoreError
+from store.errors import CorruptStoreError, StoreError, StoreNotFoundError
 from store.location import StoreLocation
 
 # Zarr warns about every non-Zarr folder (our _harvest/ bookkeeping) when it lists a hierarchy.
@@ -36,6 +36,24 @@ def truth_geometry(meta: fmt.StoreMeta) -> tuple[int, int, int, int] | None:
     """(G, R, children, S) of a synthetic store's ground truth; None for an LM's store."""
     syn = meta.synthetic
     return None if syn is None else (syn.n_features, syn.rank, syn.n_children, syn.slots)
+
+
+def chunk_grid(spec: dict) -> tuple[int, ...]:
+    """How many chunks an array of this spec has along each dimension."""
+    return tuple(fmt.ceil_div(n, c) for n, c in zip(spec["shape"], spec["chunks"], strict=True))
+
+
+def chunk_key(name: str, coords: tuple[int, ...]) -> str:
+    """The key of an array's chunk (zarr v3's default chunk key encoding, separator "/")."""
+    return f"{name}/c/" + "/".join(map(str, coords))
+
+
+def chunk_coords(grid: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every chunk position of a grid, in C order."""
+    out: list[tuple[int, ...]] = [()]
+    for n in grid:
+        out = [(*c, i) for c in out for i in range(n)]
+    return out
 
 
 def groups(meta: fmt.StoreMeta) -> tuple[str, ...]:
@@ -153,11 +171,22 @@ def parse_doc(location: StoreLocation, key: str, raw: bytes) -> dict:
 
 
 def read_doc(location: StoreLocation, key: str) -> dict | None:
-    """The parsed metadata document at ``key``, or None when the file does not exist."""
+    """The parsed metadata document at ``key``, or None when the file does not exist; any other failure to read it
+    (the store path is a file, no permission, an I/O error) is one StoreError line."""
     try:
         raw = location.read_bytes(key)
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise StoreNotFoundError(f"{location} is a file, not an activation store (a folder): pass the store's "
+                                 "folder") from None
+    except PermissionError as exc:
+        raise StoreError(f"cannot read {location}/{key}: {exc.strerror or exc}; check its permissions") from None
+    except IsADirectoryError:
+        raise CorruptStoreError(f"{location}/{key} is a folder, not a metadata document: the store is damaged; "
+                                "restore it, or re-harvest") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {location}/{key}: {exc.strerror or exc}") from None
     return parse_doc(location, key, raw)
 
 

@@ -132,6 +132,37 @@ class StoreLocation:
         return len(data)
 
     @_reachable
+    def read_tails(self, keys: list[str], n: int = 4) -> list[bytes | None]:
+        """The last ``n`` bytes of each file (None where it does not exist), in one batch of requests on object
+        storage."""
+        if not keys:
+            return []
+        if self.is_local:
+            out: list[bytes | None] = []
+            for key in keys:
+                try:
+                    with open(self.path(key), "rb", buffering=0) as f:
+                        f.seek(-n, os.SEEK_END)
+                        out.append(f.read(n))
+                except FileNotFoundError:
+                    out.append(None)
+                except OSError:  # shorter than n bytes
+                    out.append(b"")
+            return out
+        found = self.fs.cat_ranges([self.path(k) for k in keys], -n, None, on_error="return")
+        return [None if isinstance(v, FileNotFoundError) else (b"" if isinstance(v, Exception) else v) for v in found]
+
+    @_reachable
+    def find(self, key: str) -> list[str]:
+        """Every file under a key, as keys relative to the store root (empty when it does not exist)."""
+        try:
+            paths = self.fs.find(self.path(key))
+        except FileNotFoundError:
+            return []
+        root = self.root.rstrip("/") + "/"
+        return sorted(p[len(root):] if p.startswith(root) else p for p in paths)
+
+    @_reachable
     def write_bytes_atomic(self, key: str, data: bytes) -> None:
         """Write a small file so that readers see either the old or the new content, never a torn one."""
         path = self.path(key)

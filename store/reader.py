@@ -21,21 +21,25 @@ from zarr.codecs import BytesCodec, Crc32cCodec
 
 from store import dtypes, truth
 from store import format as fmt
-from store.errors import CorruptStoreError, IncompleteStoreError, StoreError, StoreNotFoundError
+from store.errors import CorruptStoreError, IncompleteStoreError, StoreError, StoreNotFoundError, UnsealedStoreError
 from store.layout import (
     ROOT_DOC,
     RowMap,
     array_doc,
     array_doc_problems,
+    chunk_coords,
+    chunk_key,
     consolidated_docs,
     doc_key,
     expected_array_docs,
     metadata_checksum,
     open_array,
     open_group,
+    read_doc,
     read_root,
 )
 from store.location import StoreLocation
+from store.manifest import SEAL, Manifest, chunk_problem, verify_seal
 from store.progress import current_progress, read_growth
 from store.split import RowSplit, split_rows
 from store.stats import Moments, merge_all
@@ -44,6 +48,10 @@ from store.truth import GroundTruth
 log = logging.getLogger(__name__)
 
 SIZE_KEYS = ("tokens", "n_rows")
+BINDING = "binding"
+"""The key of a run's recorded store that binds it to the rows it used (``ActivationStore.binding``)."""
+BOUND_ARRAYS = (fmt.ACTIVATIONS, fmt.TOKENS)
+"""The per-row arrays a run is bound to: what it trained on and evaluates on, and the tokens KL runs the LM on."""
 """Identity keys that say how many rows a store holds, not which: an extended store keeps its rows."""
 NO_NEGATIVE_IDS = (fmt.TOKENS, fmt.CONTEXT_IDS, fmt.POSITIONS)
 """Arrays whose fill value (-1) is never a real value: reading it back means a missing or damaged chunk."""
@@ -59,6 +67,8 @@ class ActivationStore:
     n_rows: int
     """Rows that can be read: all of them for a complete store, the written prefix for a partial one."""
     partial: bool = False
+    manifest: Manifest | None = None
+    """A sealed store's manifest: every chunk read is checked against its entry (None: unsealed, or incomplete)."""
 
     def __post_init__(self) -> None:
         self.rows = RowMap.of(self.meta, self.n_rows)
@@ -158,12 +168,57 @@ class ActivationStore:
         """
         have = self.identity()
         for key, want in recorded.items():
-            if key in SIZE_KEYS:
+            if key in SIZE_KEYS or key == BINDING:
                 continue
             if want != have.get(key):
                 return key, want, have.get(key)
         if rows[1] > self.n_rows or recorded.get("n_rows", 0) > self.n_rows:
             return "n_rows", recorded.get("n_rows"), self.n_rows
+        return None
+
+    def binding(self) -> dict[str, Any] | None:
+        """What binds a run to the rows it used, as its config.json records them (``store.binding``): the store's
+        seal, and the CRC-32C of every activation and token chunk of the readable rows, the last one's over its rows
+        only when it is short (a store grown since rewrites that chunk and keeps those rows). None for an unsealed
+        store."""
+        if self.manifest is None:
+            return None
+        full, tail = divmod(self.n_rows, self.chunk_rows)
+        out: dict[str, Any] = {"manifest_sha256": self.meta.manifest_sha256}
+        for name in BOUND_ARRAYS:
+            crcs = self.manifest.arrays[name].crc32c[:full]
+            out[name] = {"chunks": "".join(f"{c:08x}" for c in crcs)}
+            if tail:
+                out[name]["tail"] = [full * self.chunk_rows, self.n_rows, f"{self._rows_crc(name, full):08x}"]
+        return out
+
+    def _rows_crc(self, name: str, j: int) -> int:
+        """CRC-32C of the stored bytes of chunk ``j``'s readable rows of array ``name``."""
+        lo, hi = self.rows.chunk_bounds(j)
+        rows = self.read_rows_raw(lo, hi) if name == fmt.ACTIVATIONS else self.read_array(name, lo, hi)
+        return google_crc32c.value(np.ascontiguousarray(rows).view(np.uint8).tobytes())
+
+    def binding_problem(self, recorded: dict[str, Any] | None) -> str | None:
+        """How the rows a run recorded (``binding()`` then) differ from this store's, in words, or None when they do
+        not: the same seal, or (re-sealed, or grown since) the same chunks where the run's rows were."""
+        if recorded is None or self.manifest is None:
+            return None  # unsealed when the run trained, or read unsealed now (--allow-unsealed): nothing to bind
+        if recorded["manifest_sha256"] == self.meta.manifest_sha256:
+            return None
+        for name in BOUND_ARRAYS:
+            want = recorded[name]["chunks"]
+            have = self.manifest.arrays[name].crc32c
+            for j in range(len(want) // 8):
+                if j >= len(have) or int(want[8 * j : 8 * j + 8], 16) != have[j]:
+                    return f"{name} chunk {j} is not the one it trained on"
+            if "tail" in recorded[name]:
+                lo, hi, crc = recorded[name]["tail"]
+                j = lo // self.chunk_rows
+                if hi > self.n_rows:
+                    return f"rows {lo}..{hi} are no longer all in it"
+                stored = self.read_rows_raw(lo, hi) if name == fmt.ACTIVATIONS else self.read_array(name, lo, hi)
+                if google_crc32c.value(np.ascontiguousarray(stored).view(np.uint8).tobytes()) != int(crc, 16):
+                    return f"{name} rows {lo}..{hi} (chunk {j}) are not the ones it trained on"
         return None
 
     # -- activations ------------------------------------------------------------------------------------------
@@ -218,6 +273,10 @@ class ActivationStore:
                 f"{self.location}: activations chunk {j} ({key}) fails its checksum (corrupt data): re-harvest the "
                 "store"
             )
+        if self.manifest is not None:  # the trailer is here anyway: binding the chunk to its position is free
+            problem = chunk_problem(self.location, fmt.ACTIVATIONS, (j, 0), key, trailer.tobytes(), self.manifest)
+            if problem is not None:
+                raise CorruptStoreError(problem)
 
     def read_rows_raw(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) in the stored dtype."""
@@ -279,14 +338,23 @@ class ActivationStore:
         return out
 
     def _read_checked(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Entries [start, stop) of array ``name``; a chunk failing its checksum is named."""
+        """Entries [start, stop) of array ``name``; a chunk failing its checksum, or not the one the manifest
+        records at its position, is named."""
         arr = self.array(name)
         try:
             with self.location.translate_unreachable():
-                return np.asarray(arr[start:stop])
+                out = np.asarray(arr[start:stop])
         except (ValueError, RuntimeError):  # zarr's crc32c codec raises ValueError on a mismatch or short file
             self._raise_bad_chunk(name, start, stop)
             raise
+        if self.manifest is not None and stop > start:
+            coords = [(j,) + (0,) * (arr.ndim - 1) for j in self._chunks_of(name, start, stop)]
+            keys = [self.array_chunk_key(name, c[0]) for c in coords]
+            for c, key, tail in zip(coords, keys, self.location.read_tails(keys), strict=True):
+                problem = chunk_problem(self.location, name, c, key, tail, self.manifest)
+                if problem is not None:
+                    raise CorruptStoreError(problem)
+        return out
 
     def _chunks_of(self, name: str, start: int, stop: int) -> range:
         along = self.array(name).chunks[0]
@@ -297,10 +365,10 @@ class ActivationStore:
         for j in self._chunks_of(name, start, stop):
             try:
                 arr[max(start, j * along) : min(stop, (j + 1) * along)]
-            except (ValueError, RuntimeError) as exc:
+            except (ValueError, RuntimeError):
                 raise CorruptStoreError(
                     f"{self.location}: {name} chunk {j} ({self.array_chunk_key(name, j)}) fails its checksum or "
-                    f"is truncated ({str(exc)[:60]}): re-harvest the store"
+                    "is truncated: re-harvest the store"
                 ) from None
 
     def _check_no_fill(self, name: str, out: np.ndarray, start: int) -> None:
@@ -405,10 +473,18 @@ class ActivationStore:
         )
 
 
+UNSEALED_HINT = ("seal it with `pipeline store finalize {flag}{url}` (it then records the store as it is now), or "
+                 "pass --allow-unsealed to read it unchecked")
+
+
 def open_store(
-    url: str | StoreLocation, *, partial: bool = False, storage_options: dict | None = None
+    url: str | StoreLocation, *, partial: bool = False, storage_options: dict | None = None,
+    allow_unsealed: bool = False, check_chunk_set: bool = True,
 ) -> ActivationStore:
-    """Open a store for reading. An incomplete store raises unless ``partial`` (then its written prefix reads)."""
+    """Open a store for reading. An incomplete store raises unless ``partial`` (then its written prefix reads). A
+    complete store must be sealed (store/manifest.py): its metadata documents are checked against the manifest
+    here, and every chunk read later against its entry; an unsealed one (finalised by an older version) raises
+    unless ``allow_unsealed``."""
     location = url if isinstance(url, StoreLocation) else StoreLocation(str(url), storage_options or {})
     try:
         root = read_root(location)
@@ -419,20 +495,14 @@ def open_store(
             f"no activation store at {location}: check the path, or create one with `pipeline harvest --store`"
         )
     meta = fmt.StoreMeta.from_attrs(root["attributes"], where=f"{location}/{ROOT_DOC}")
-    consolidated = consolidated_docs(root)
-    if meta.metadata_sha256 and consolidated is not None and (
-        metadata_checksum(root["attributes"], consolidated) != meta.metadata_sha256
-    ):
-        # Cheap (a few KB of JSON) and it stops a fit or evaluation on attributes edited after finalisation.
-        raise CorruptStoreError(
-            f"{location}/{ROOT_DOC}: its attributes or consolidated metadata do not match the checksum recorded at "
-            "finalisation (edited or corrupt): restore the file, or re-harvest"
-        )
+    sealed = None
+    if meta.complete:
+        sealed = _check_seal(location, root, meta, allow_unsealed, check_chunk_set)
     # Consolidated metadata is used when present; a store whose finalize stopped early still opens.
     group = open_group(location, read_only=True, use_consolidated=None)
-    _check_array_metadata(location, meta, group)
+    _check_array_metadata(location, meta, group, sealed is None)
     if meta.complete:
-        return ActivationStore(location, meta, group, meta.n_rows)
+        return ActivationStore(location, meta, group, meta.n_rows, manifest=sealed)
     written = written_prefix_rows(location, meta)
     growth = read_growth(location)
     if not partial and growth is not None:
@@ -451,12 +521,62 @@ def open_store(
     return ActivationStore(location, meta, group, written, partial=True)
 
 
-def _check_array_metadata(location: StoreLocation, meta: fmt.StoreMeta, group: zarr.Group) -> None:
+def _check_seal(location: StoreLocation, root: dict, meta: fmt.StoreMeta, allow_unsealed: bool,
+                check_chunk_set: bool = True) -> Manifest | None:
+    """A complete store's manifest, its metadata documents checked against it; None for an unsealed store read with
+    ``allow_unsealed`` (then its format-1 checksum, where it has one, is checked instead)."""
+    if meta.manifest_sha256 is not None:
+        found = verify_seal(location, root)
+        if check_chunk_set:
+            problems = chunk_set_problems(location, found)
+            if problems:
+                raise CorruptStoreError(problems[0])
+        return found
+    if not allow_unsealed:
+        why = (f"was finalised by an older version of this tool (store format {meta.format_version}) and carries no "
+               "manifest" if meta.format_version < fmt.FORMAT_VERSION else
+               f"has lost the seal ({SEAL}) its format version carries (removed or edited since it was finalised)")
+        raise UnsealedStoreError(f"{location} {why}, so its metadata and chunks cannot be checked against what was "
+                                 "written: " + UNSEALED_HINT.format(
+            url=location, flag="" if meta.format_version < fmt.FORMAT_VERSION else "--reseal "))
+    consolidated = consolidated_docs(root)
+    if meta.metadata_sha256 and consolidated is not None and (
+        metadata_checksum(root["attributes"], consolidated) != meta.metadata_sha256
+    ):
+        raise CorruptStoreError(
+            f"{location}/{ROOT_DOC}: its attributes or consolidated metadata do not match the checksum recorded at "
+            "finalisation (edited or corrupt): restore the file, or re-harvest"
+        )
+    return None
+
+
+def chunk_set_problems(location: StoreLocation, manifest: Manifest) -> list[str]:
+    """Every chunk the manifest records is there, and no other: one line per stray chunk (a copy from another store,
+    a chunk beyond an array's shape) and per missing one. One listing per array, no data read."""
+    problems = []
+    for name, chunks in manifest.arrays.items():
+        expected = {chunk_key(name, c): c for c in chunk_coords(chunks.grid)}
+        found = set(location.find(f"{name}/c"))
+        for key in sorted(found - set(expected)):
+            problems.append(f"{location}: {key} is a chunk the store was not sealed with (beyond the shape of "
+                            f"'{name}', or copied in): remove it, or re-harvest the store")
+        for key, coords in expected.items():
+            if key not in found:
+                j = str(coords[0]) if not any(coords[1:]) else ",".join(map(str, coords))
+                problems.append(f"{location}: {name} chunk {j} ({key}) is missing: restore it, or re-harvest the "
+                                "store")
+    return problems
+
+
+def _check_array_metadata(location: StoreLocation, meta: fmt.StoreMeta, group: zarr.Group,
+                          compare_copies: bool) -> None:
     """Refuse arrays whose metadata (as this reader sees it: the consolidated copy once complete) is not what
     the format specifies for these attributes: a shape or chunking edited in place would misplace every row.
-    Codecs are not compared here, so that a store recompressed by another tool still reads."""
+    Codecs are not compared here, so that a store recompressed by another tool still reads. ``compare_copies``
+    (no manifest to do it): each array's own zarr.json must also equal its consolidated copy."""
     expected = expected_array_docs(meta)
     consolidated = group.metadata.consolidated_metadata is not None
+    copies = consolidated_docs(read_root(location) or {}) if compare_copies and consolidated else None
     for name in expected:
         doc = array_doc(open_array(location, group, name))
         # Both the attributes and the consolidated copies live in the root document: a disagreement is its damage.
@@ -464,6 +584,13 @@ def _check_array_metadata(location: StoreLocation, meta: fmt.StoreMeta, group: z
         problems = array_doc_problems(name, doc, expected[name], where, shape=meta.complete, codecs=False)
         if problems:
             raise CorruptStoreError(problems[0])
+        if copies is not None:
+            own = read_doc(location, doc_key(name))
+            if own != (copies or {}).get(name):
+                raise CorruptStoreError(
+                    f"{location}/{doc_key(name)} " + ("is missing" if own is None else
+                                                      f"differs from its consolidated copy in {ROOT_DOC}") +
+                    ": restore it, or re-harvest the store")
 
 
 def written_prefix_rows(location: StoreLocation, meta: fmt.StoreMeta) -> int:

@@ -31,7 +31,8 @@ from store.layout import (
     read_root,
 )
 from store.location import StoreLocation
-from store.reader import ActivationStore, open_store
+from store.manifest import SEAL
+from store.reader import ActivationStore, chunk_set_problems, open_store
 from store.stats import merge_all, moments_of
 
 MAX_LISTED = 10
@@ -69,13 +70,17 @@ def verify_store(
     started = time.monotonic()
     report = VerifyReport(str(url))
     try:
-        store = open_store(url, partial=partial, storage_options=storage_options)
+        store = open_store(url, partial=partial, storage_options=storage_options, allow_unsealed=True,
+                           check_chunk_set=False)
         if store.partial:
             report.warnings.append(f"store is incomplete: checked the first {store.n_rows:,} rows only")
         else:
             report.checks.append("harvest complete")
         _check_metadata(store, report)
-        if not report.errors:
+        documents_ok = not report.errors
+        if store.manifest is not None:
+            _listed(report, chunk_set_problems(store.location, store.manifest), "stray or missing chunks")
+        if documents_ok:
             _check_chunks(store, report, on_progress)
             _check_row_metadata(store, report)
             _check_global_stats(store, report)
@@ -85,6 +90,7 @@ def verify_store(
         raise  # nothing to check is a wrong path, not a damaged store: one line, like every other command
     except StoreError as exc:
         report.errors.append(str(exc))
+    report.errors = list(dict.fromkeys(report.errors))  # one line per fault, however many checks met it
     report.seconds = time.monotonic() - started
     return report
 
@@ -123,16 +129,23 @@ def _check_metadata(store: ActivationStore, report: VerifyReport) -> None:
                 found = [f"{location}/{key} differs from its consolidated copy in {location}/{ROOT_DOC} (one was "
                          "edited or is corrupt): restore it, or re-harvest"]
         problems.extend(found[:1])  # one line per file: the first field that is wrong names it
-    if meta.complete and consolidated is not None:
-        if meta.metadata_sha256 is None:
-            report.warnings.append("no metadata checksum recorded (finalised by an older version of this tool)")
-        elif metadata_checksum(root["attributes"], consolidated) != meta.metadata_sha256:
+    sealed = store.manifest is not None
+    if meta.complete and not sealed:
+        if meta.format_version >= fmt.FORMAT_VERSION:
+            problems.append(f"{location}/{ROOT_DOC} has lost the seal ({SEAL}) its format version carries (removed "
+                            "since it was finalised): `pipeline store finalize --reseal` seals the store as it is now")
+        else:
+            report.warnings.append(f"not sealed: finalised by an older version of this tool (store format "
+                                   f"{meta.format_version}), so fit and evaluate read it only with --allow-unsealed; "
+                                   f"`pipeline store finalize {location}` seals it")
+        if consolidated is None:
+            report.warnings.append("metadata is not consolidated: run `pipeline store finalize` to add it")
+        elif meta.metadata_sha256 is not None and (
+                metadata_checksum(root["attributes"], consolidated) != meta.metadata_sha256):
             problems.append(
                 f"{location}/{ROOT_DOC}: its attributes or consolidated metadata do not match the checksum "
                 "recorded at finalisation (edited or corrupt): restore the file, or re-harvest"
             )
-    elif meta.complete:
-        report.warnings.append("metadata is not consolidated: run `pipeline store finalize` to add it")
     if meta.complete and location.exists(fmt.WORK_DIR):
         report.warnings.append(
             f"the harvest's bookkeeping ({fmt.WORK_DIR}/) was left behind: run `pipeline store finalize` to tidy it"
@@ -141,7 +154,8 @@ def _check_metadata(store: ActivationStore, report: VerifyReport) -> None:
     if not problems:
         report.checks.append(
             f"metadata documents match format v{meta.format_version} and their consolidated copies"
-            + (", and the checksum recorded at finalisation" if meta.metadata_sha256 and consolidated else "")
+            + (", and the manifest sealed at finalisation" if sealed else
+               ", and the checksum recorded at finalisation" if meta.metadata_sha256 and consolidated else "")
         )
 
 

@@ -26,7 +26,7 @@ import zarr
 
 from store import dtypes, truth
 from store import format as fmt
-from store.errors import IncompleteStoreError, StoreError, StoreLockedError, StoreMismatchError
+from store.errors import IncompleteStoreError, StoreError, StoreLockedError, StoreMismatchError, StoreNotFoundError
 from store.finalize import finalize, kill_point
 from store.layout import ROOT_DOC, RowMap, ShardRows, array_shape, create_or_open_arrays, read_meta, shard_chunks
 from store.location import StoreLocation
@@ -191,7 +191,7 @@ class StoreWriter:
         kill_point("grow", "recorded")
         attrs = existing.to_attrs()
         attrs.update(complete=False, n_rows=growth.to_tokens, tokens_requested=growth.to_tokens,
-                     metadata_sha256=None, harvest_config=self.meta.harvest_config)
+                     metadata_sha256=None, manifest_sha256=None, harvest_config=self.meta.harvest_config)
         root = {"attributes": attrs, "zarr_format": 3, "node_type": "group"}
         self.location.write_bytes_atomic(ROOT_DOC, json.dumps(root, indent=2).encode())
         kill_point("grow", "marked")
@@ -233,11 +233,9 @@ class StoreWriter:
     def _existing_meta(self) -> fmt.StoreMeta | None:
         try:
             existing = read_meta(self.location)
-        except PermissionError as exc:
-            raise StoreError(f"cannot read {self.location}: {exc.strerror or exc}; choose a writable path") from exc
-        except NotADirectoryError as exc:  # a file stands where the store's folder (or a parent) should be
-            raise StoreError(f"cannot write to {self.location}: {exc.strerror or exc}; choose a writable --store "
-                             "path") from exc
+        except StoreNotFoundError:  # a file stands where the store's folder (or a parent) should be
+            raise StoreError(f"cannot write to {self.location}: a file stands where its folder should be; choose a "
+                             "writable --store path") from None
         if existing is None:
             return None
         # A complete store asked for more tokens grows (``_grows``); an unfinished one must first be finished.
@@ -248,6 +246,8 @@ class StoreWriter:
             path_key = {"model_weights": "model", "data_content": "data_files"}.get(field)
             if path_key is not None and self.meta.identity()[path_key] != existing.identity()[path_key]:
                 field, ours, theirs = path_key, self.meta.identity()[path_key], existing.identity()[path_key]
+            if field == "dataset":  # the loaders' names (json, text) say less than what was given
+                ours, theirs = self.meta.dataset.label, existing.dataset.label
             fix = RESUME_HINTS.get(field, "pass another --store path, or delete the old store to replace it")
             raise StoreMismatchError(
                 f"{self.location} already holds a store with {fmt.identity_label(field)} = {theirs!r}, but this "

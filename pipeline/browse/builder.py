@@ -118,7 +118,7 @@ def build_site(cfg: BrowseConfig, on_progress: Progress | None = None) -> Path:
     site_meta = _site_meta(cfg)
     with SiteWriter(Path(cfg.out)) as site:
         for s, ((url, heldout), members) in enumerate(groups.items()):
-            shown = _ShownStore(f"s{s}", url, heldout, open_store(url))
+            shown = _ShownStore(f"s{s}", url, heldout, open_store(url, allow_unsealed=cfg.allow_unsealed))
             site_meta["runs"] += _build_store(site, shown, members, cfg, dev, on_progress)
             site_meta["stores"].append(_store_meta(shown, members, cfg))
         site.put("data/site.js", site_meta)

@@ -41,6 +41,9 @@ class BrowseConfig:
     distinct context its examples come from, so files stay small (~16 kB) whatever the context length."""
     device: str = "auto"
     """Device to encode with: auto (CUDA when there is a GPU), cpu, cuda or cuda:N."""
+    allow_unsealed: bool = False
+    """Read a store that carries no manifest (finalised by an older version of this tool, or its seal removed), whose
+    chunks cannot be checked against their positions; `pipeline store finalize` seals it instead."""
     seed: int = 0
     """Seed of the random lower-quantile examples."""
 

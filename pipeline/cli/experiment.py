@@ -13,6 +13,7 @@ from pipeline.cli.fit import (
     STREAM_OPTIONS,
     STREAM_STORE,
     TRAIN_OPTIONS,
+    check_options_apply,
     stream_config,
     stream_source,
     train_config,
@@ -56,6 +57,7 @@ def experiment(preset: str | None, **values) -> None:
         # The grid sets its own axes (its main lambda is the paper's): the preset fills in the rest.
         PRESETS[preset].apply(sae, train_kwargs, given | set(GRID_AXES))
     grid = Grid(**config_kwargs(Grid, values), sae=sae)
+    check_options_apply(grid.variants, given)
     train = train_config(train_kwargs, stream)
     evaluation = config_kwargs(EvaluateConfig, values)
     source = stream_source(stream, train)

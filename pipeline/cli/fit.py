@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fit.architectures import ARCH_FIELDS, variant
 from fit.config import (
     DATA_MODES,
     NORMS,
@@ -71,8 +72,25 @@ def train_config(train: dict, stream: StreamConfig | None = None) -> TrainConfig
     return TrainConfig(**train)
 
 
+def check_options_apply(variants: list[str] | tuple[str, ...], given: set[str]) -> None:
+    """Refuse an architecture option typed on the command line that none of the variants asked for uses (it would be
+    ignored: `--variant baseline --prefixes 100`), naming the variants that do use it."""
+    for name in ARCH_FIELDS:
+        if name not in given:
+            continue
+        if not any(name in variant(v).uses for v in variants):
+            users = [v for v in VARIANTS if name in variant(v).uses]
+            raise click.UsageError(f"{SAE_FLAGS.get(name, option_name(name))} applies to none of the variants asked "
+                                   f"for ({', '.join(variants)}): it sets {', '.join(users)}.")
+
+
+SAE_FLAGS = {"groups": "-K/--groups"}
+"""How messages name an SAE option whose flag is not --field-name."""
+
+
 def sae_grid(values: dict) -> list[SAEConfig]:
     """The SAEs the grid options ask for (taken out of ``values``)."""
+    check_options_apply(values["variant"], given_on_command_line())
     sae = config_kwargs(SAEConfig, values)
     grid = {axis: list(sae.pop(axis)) for axis in ("variant", "seed", "groups", "gamma", "l1", "k")}
     return expand_grid(grid["variant"], grid["seed"], grid["groups"], grid["gamma"], grid["l1"], grid["k"], **sae)

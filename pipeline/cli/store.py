@@ -27,7 +27,7 @@ def _human_bytes(n: float) -> str:
 def store_summary(url: str, storage_options: dict, partial: bool) -> dict:
     from store.reader import open_store
 
-    st = open_store(url, partial=partial, storage_options=storage_options)
+    st = open_store(url, partial=partial, storage_options=storage_options, allow_unsealed=True)
     m = st.meta
     moments = st.moments()
     return {
@@ -57,6 +57,7 @@ def store_summary(url: str, storage_options: dict, partial: bool) -> dict:
         "mean_var_per_dim": float(moments.var.mean()),
         "harvest_seconds": m.harvest_seconds,
         "format_version": m.format_version,
+        "sealed": st.manifest is not None,
         "created_at": m.created_at,
     }
 
@@ -93,7 +94,8 @@ def info(path: str, partial: bool, as_json: bool, storage_options: tuple[str, ..
         ("mean ||x||^2", f"{summary['mean_norm_sq']:.4g}"),
         ("mean variance per dim", f"{summary['mean_var_per_dim']:.4g}"),
         ("harvest time", f"{summary['harvest_seconds']:.0f} s"),
-        ("format", f"v{summary['format_version']}, created {summary['created_at']}"),
+        ("format", f"v{summary['format_version']}, created {summary['created_at']}, "
+                   + ("sealed" if summary["sealed"] else "[yellow]not sealed[/yellow]")),
     ]
     for key, value in rows:
         table.add_row(key, value)
@@ -131,10 +133,13 @@ def verify(path: str, partial: bool, as_json: bool, storage_options: tuple[str, 
 @store.command()
 @click.argument("path")
 @storage_option
-def finalize(path: str, storage_options: tuple[str, ...]) -> None:
-    """Merge statistics and mark a sharded harvest's store complete once all shards finished."""
+@click.option("--reseal", is_flag=True, help="Seal a complete store again as it is now, whatever changed since it was "
+                                             "sealed (a digest guards against accidents, not against this).")
+def finalize(path: str, storage_options: tuple[str, ...], reseal: bool) -> None:
+    """Merge statistics, seal and mark a sharded harvest's store complete once all shards finished; seal a store an
+    older version finalised."""
     from store.finalize import finalize as finalize_store
     from store.location import StoreLocation
 
-    finalize_store(StoreLocation(path, parse_storage_options(storage_options)))
-    console.print(f"[green]{path} is complete[/green]")
+    finalize_store(StoreLocation(path, parse_storage_options(storage_options)), reseal=reseal)
+    console.print(f"[green]{path} is complete and sealed[/green]")

@@ -25,6 +25,9 @@ class EvaluateConfig:
     """Contexts per LM forward pass."""
     device: str = "auto"
     """Device to evaluate on: auto (CUDA when there is a GPU), cpu, cuda or cuda:N."""
+    allow_unsealed: bool = False
+    """Read a store that carries no manifest (finalised by an older version of this tool, or its seal removed), whose
+    chunks cannot be checked against their positions; `pipeline store finalize` seals it instead."""
     absorption: bool = False
     """Measure feature absorption on first-letter spelling prompts (SAEBench's definitions; docs/metrics.md)."""
     absorption_words: int | None = None

@@ -27,7 +27,7 @@ from pipeline.evaluate.record import (
 )
 from pipeline.evaluate.truth.accumulate import TruthAccumulator
 from store.device import resolve_device
-from store.reader import ActivationStore, open_store
+from store.reader import BINDING, ActivationStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,12 @@ def check_run_store(run: RunDir, config: dict, store: ActivationStore, url: str)
             f"{run} was trained on another store than {url}: its {key} is {want!r}, this store's is "
             f"{have!r}; pass the store it was trained on with --store"
         )
+    changed = store.binding_problem(config["store"].get("binding"))
+    if changed is not None:
+        raise PipelineError(
+            f"{url} changed since {run} was trained on it ({changed}; the store was sealed again since): its figures "
+            "would measure other rows than it was trained and held out on; restore the store, or train again on it"
+        )
 
 
 def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[EvalRecord]:
@@ -62,7 +68,7 @@ def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[E
     dev = resolve_device(cfg.device)
     records = []
     for (url, heldout), members in _group_by_store(cfg, dev).items():
-        store = open_store(url)
+        store = open_store(url, allow_unsealed=cfg.allow_unsealed)
         for m in members:
             check_run_store(m.run, m.config, store, url)
         if heldout[1] <= heldout[0]:
@@ -131,8 +137,9 @@ def _record(m: Member, store: ActivationStore, url: str, heldout: tuple[int, int
             behaviour: Behaviour, absorption: AbsorptionRecord | None = None,
             ground_truth: GroundTruthRecord | None = None) -> EvalRecord:
     """The run's eval.json: which run and store, its training summary, and what was measured."""
+    recorded = {k: v for k, v in m.config["store"].items() if k != BINDING}  # the binding stays in config.json
     store_record = StoreRecord.from_dict(
-        {"url": url, **m.config["store"], "architecture": store.meta.model.architecture,
+        {"url": url, **recorded, "architecture": store.meta.model.architecture,
          "description": store.describe(), "tokens_total": store.n_rows, "heldout_rows": list(heldout)},
         f"{m.run.config_path}: store")
     training = m.run.read_training()

@@ -16,11 +16,10 @@ from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
 from harvest import HarvestConfig, harvest
 from store import open_store
 from store.errors import IncompleteStoreError
+from store.format import MADE_AT
 from store.verify import verify_store
 
 SMALL, LARGE = 4000, 8000
-TIMING = {"harvest_seconds", "created_at", "metadata_sha256"}
-"""Root attributes that differ between any two runs (wall-clock time, and the checksum that covers it)."""
 ARRAYS = ("activations", "tokens", "context_ids", "positions", "stats/chunk_mean", "stats/chunk_m2", "stats/mean",
           "stats/var")
 
@@ -32,7 +31,7 @@ def cfg(model, data, store, tokens, **kw):
 
 def attributes(path) -> dict:
     """The root attributes but for timing, and but for the store's own path recorded in its harvest config."""
-    attrs = {k: v for k, v in json.loads((path / "zarr.json").read_text())["attributes"].items() if k not in TIMING}
+    attrs = {k: v for k, v in json.loads((path / "zarr.json").read_text())["attributes"].items() if k not in MADE_AT}
     attrs["harvest_config"] = {k: v for k, v in attrs["harvest_config"].items() if k != "store"}
     return attrs
 

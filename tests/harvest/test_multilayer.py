@@ -18,6 +18,7 @@ from harvest.errors import HarvestError
 from harvest.lm import LayerCapture, load_model
 from store import dtypes, open_store
 from store import format as fmt
+from store.format import MADE_AT
 from store.stats import moments_of
 from store.verify import verify_store
 
@@ -27,8 +28,6 @@ SETTINGS = dict(tokens=TOKENS, context_length=32, chunk_rows=256, batch_size=4)
 CLI_SETTINGS = ["--tokens", TOKENS, "--ctx", "32", "--chunk-rows", "256", "--batch-size", "4"]
 ARRAYS = (fmt.ACTIVATIONS, fmt.TOKENS, fmt.CONTEXT_IDS, fmt.POSITIONS, fmt.CHUNK_MEAN, fmt.CHUNK_M2, fmt.MEAN,
           fmt.VAR)
-MADE_AT = ("created_at", "harvest_seconds", "metadata_sha256")
-"""Attributes that say when (and so how long) a store was made: the only ones two harvests of it may differ in."""
 
 
 def config(model, data, store, layers, **kw) -> HarvestConfig:

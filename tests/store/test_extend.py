@@ -17,6 +17,7 @@ from direct_store import make_meta, random_rows, write_store
 from store import dtypes
 from store.errors import IncompleteStoreError, StoreError, StoreMismatchError
 from store.finalize import GROWTH_STEPS, KILL_AT_ENV, finalize
+from store.format import MADE_AT
 from store.location import StoreLocation
 from store.reader import open_store
 from store.sink import ChunkSink
@@ -24,8 +25,6 @@ from store.verify import verify_store
 from store.writer import StoreWriter
 
 TESTS = Path(__file__).parents[1]
-TIMING = {"harvest_seconds", "created_at", "metadata_sha256"}
-"""Root attributes that differ between any two runs (wall-clock time, and the checksum that covers it)."""
 ARRAYS = ("activations", "tokens", "context_ids", "positions", "stats/chunk_mean", "stats/chunk_m2", "stats/mean",
           "stats/var")
 
@@ -41,8 +40,8 @@ def assert_same_store(a, b):
     for name in ARRAYS:
         assert np.array_equal(sa.group[name][:], sb.group[name][:]), name
     ra, rb = root(a), root(b)
-    assert {k: v for k, v in ra["attributes"].items() if k not in TIMING} == {
-        k: v for k, v in rb["attributes"].items() if k not in TIMING}
+    assert {k: v for k, v in ra["attributes"].items() if k not in MADE_AT} == {
+        k: v for k, v in rb["attributes"].items() if k not in MADE_AT}
     assert ra["consolidated_metadata"] == rb["consolidated_metadata"]
     assert not (a / "_harvest").exists()
 

@@ -178,28 +178,41 @@ def test_verify_catches_statistics_that_disagree_with_the_data(tmp_path, meta):
     m2 = g["stats/chunk_m2"][2]
     g["stats/chunk_m2"][2] = m2 * 1.01
     errors = verify_store(str(path)).errors
+    assert errors == [f"{path}: stats/chunk_m2 chunk 2 (stats/chunk_m2/c/2/0) is not the chunk the store was sealed "
+                      "with: its checksum is not the one sealed for it (rewritten or corrupt); restore it, or "
+                      "re-harvest the store"]
+    # Sealed as it is (a writer that got the statistics wrong), the statistics themselves are checked against the data.
+    from store.finalize import finalize
+
+    finalize(StoreLocation(str(path)), reseal=True)
+    errors = verify_store(str(path)).errors
     assert any("chunk(s) 2" in e for e in errors) and any("stats/mean or stats/var" in e for e in errors)
 
 
-def test_a_finalize_that_stopped_early_is_repaired_by_finalize(tmp_path, meta):
-    """Marked complete, but not consolidated and with its writers' bookkeeping still there (a kill at that
-    moment, or two shards finalizing at once): it still opens, verify says so, and finalize repairs it."""
-    import zarr
-
+def test_a_store_an_older_version_finalised_reads_only_when_allowed_and_finalize_seals_it(tmp_path, meta):
+    """Format 1, as an older version finalised it: no manifest, possibly not consolidated, its writers' bookkeeping
+    left behind. fit and evaluate refuse it without --allow-unsealed (naming the fix), verify says so, and
+    `store finalize` seals it: after that it reads like any store."""
+    from store.errors import UnsealedStoreError
     from store.finalize import finalize
 
     path = tmp_path / "s.zarr"
     write_store(str(path), meta, random_rows(1000, 8))
     raw = json.loads((path / "zarr.json").read_text())
     raw.pop("consolidated_metadata")
+    raw["attributes"].update(format_version=1, manifest_sha256=None)
+    del raw["attributes"]["manifest_sha256"]
     (path / "zarr.json").write_text(json.dumps(raw))
+    (path / "manifest.json").unlink()
     (path / "_harvest").mkdir()
     (path / "_harvest" / "progress-00000-of-00001.json").write_text("{}")
-    assert open_store(str(path)).n_rows == 1000
+    with pytest.raises(UnsealedStoreError, match=r"store format 1.*pipeline store finalize .*--allow-unsealed"):
+        open_store(str(path))
+    assert open_store(str(path), allow_unsealed=True).n_rows == 1000
     report = verify_store(str(path))
     assert report.ok and any("not consolidated" in w for w in report.warnings)
+    assert any("not sealed" in w for w in report.warnings)
     assert finalize(StoreLocation(str(path))) is True
     assert not (path / "_harvest").exists()
-    assert "consolidated_metadata" in (path / "zarr.json").read_text()
+    assert open_store(str(path)).manifest is not None and open_store(str(path)).meta.format_version == 2
     assert not verify_store(str(path)).warnings
-    assert zarr.open_group(str(path), mode="r", use_consolidated=True).attrs["complete"]
