@@ -10,7 +10,7 @@ from rich.table import Table
 from benchmarks.common import BenchReport, machine_info
 from pipeline.cli.console import console, setup_logging
 
-SECTIONS = ("harvest", "store", "fit", "s3", "peers", "sparse", "synthetic")
+SECTIONS = ("harvest", "store", "seal", "fit", "s3", "peers", "sparse", "synthetic")
 
 
 @click.command()
@@ -30,6 +30,10 @@ def main(only: str, out: Path, workdir: str | None, device: str) -> None:
             from benchmarks import store_bench
 
             store_bench.run(report, workdir=workdir)
+        elif section == "seal":
+            from benchmarks import seal_bench
+
+            seal_bench.run(report, workdir=workdir)
         elif section == "fit":
             from benchmarks import fit_bench
 

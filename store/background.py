@@ -152,3 +152,28 @@ def _join(thread: threading.Thread, timeout: float | None = JOIN_SECONDS) -> Non
     thread.join(timeout)
     if thread.is_alive():
         log.warning("helper thread %r did not stop within %.0f s; leaving it", thread.name, timeout)
+
+
+class Deferred:
+    """``fn(*args)`` run on a daemon thread from now on; :meth:`result` waits for it and returns its value (or raises
+    what it raised). For a check that must be done before some later step, but need not hold up what comes first."""
+
+    def __init__(self, fn: Callable[..., T], *args: object) -> None:
+        self._done = threading.Event()
+        self._value: object = None
+
+        def run() -> None:
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:  # handed to whoever waits for the result
+                self._value = exc
+            finally:
+                self._done.set()
+
+        threading.Thread(target=run, daemon=True, name=f"deferred-{getattr(fn, '__name__', 'check')}").start()
+
+    def result(self) -> T:
+        self._done.wait()
+        if isinstance(self._value, BaseException):
+            raise self._value
+        return self._value  # type: ignore[return-value]

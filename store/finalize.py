@@ -204,7 +204,7 @@ def _write_root(location: StoreLocation, attrs: dict) -> None:
         if missing:
             raise CorruptStoreError(f"{location}: chunk {missing[0]} is missing or truncated: the store is damaged; "
                                     "re-harvest it")
-        arrays[name] = manifest.ArrayChunks(grid, tuple(int.from_bytes(t, "little") for t in tails))
+        arrays[name] = manifest.ArrayChunks.of(grid, [int.from_bytes(t, "little") for t in tails])
     attrs[manifest.SEAL] = manifest.write_manifest(location, manifest.Manifest(documents, arrays))
     location.write_bytes_atomic(ROOT_DOC, json.dumps(root, indent=2).encode())
 

@@ -193,6 +193,8 @@ class StoreLocation:
         """Names (not paths) of the entries under a key; empty when it does not exist."""
         path = self.path(key)
         try:
+            if self.is_local:  # os.listdir: fsspec's local ls normalises every entry's path (~4 µs each)
+                return sorted(os.listdir(path)) if os.path.isdir(path) else []
             entries = self.fs.ls(path, detail=False)
         except FileNotFoundError:  # never there, or removed by another process meanwhile (two shards finalising)
             return []

@@ -44,10 +44,23 @@ def document_digest(doc: dict, key: str) -> str:
 
 @dataclass(frozen=True)
 class ArrayChunks:
-    """One array's chunks: how many along each dimension, and each one's CRC-32C in C order of the chunk grid."""
+    """One array's chunks: how many along each dimension, and each one's CRC-32C in C order of the chunk grid (as
+    the manifest holds them, 8 hex digits each, decoded only where a chunk is checked: opening a store parses no
+    per-chunk list)."""
 
     grid: tuple[int, ...]
-    crc32c: tuple[int, ...]
+    crc32c_hex: str
+
+    @classmethod
+    def of(cls, grid: tuple[int, ...], crcs: list[int] | tuple[int, ...]) -> ArrayChunks:
+        return cls(tuple(grid), "".join(f"{c:08x}" for c in crcs))
+
+    def __post_init__(self) -> None:
+        n = 1
+        for g in self.grid:
+            n *= g
+        if len(self.crc32c_hex) != 8 * n:
+            raise ValueError(f"{len(self.crc32c_hex) // 8} CRCs for a grid of {n} chunks")
 
     def index(self, coords: tuple[int, ...]) -> int:
         flat = 0
@@ -55,8 +68,14 @@ class ArrayChunks:
             flat = flat * n + c
         return flat
 
+    @property
+    def crc32c(self) -> tuple[int, ...]:
+        h = self.crc32c_hex
+        return tuple(int(h[i : i + 8], 16) for i in range(0, len(h), 8))
+
     def crc_of(self, coords: tuple[int, ...]) -> int:
-        return self.crc32c[self.index(coords)]
+        i = 8 * self.index(coords)
+        return int(self.crc32c_hex[i : i + 8], 16)
 
     def coords_of(self, crc: int) -> list[tuple[int, ...]]:
         """The chunk positions whose recorded CRC is ``crc`` (where a misplaced chunk's bytes came from)."""
@@ -80,8 +99,7 @@ class Manifest:
     def to_bytes(self) -> bytes:
         return canonical({
             "format": FORMAT, "version": VERSION, "documents": self.documents,
-            "arrays": {name: {"grid": list(a.grid), "crc32c": "".join(f"{c:08x}" for c in a.crc32c)}
-                       for name, a in self.arrays.items()},
+            "arrays": {name: {"grid": list(a.grid), "crc32c": a.crc32c_hex} for name, a in self.arrays.items()},
         })
 
     @classmethod
@@ -90,11 +108,8 @@ class Manifest:
             obj = json.loads(raw)
             if obj.get("format") != FORMAT or obj.get("version") != VERSION:
                 raise ValueError(f"format {obj.get('format')!r} version {obj.get('version')!r}")
-            arrays = {}
-            for name, a in obj["arrays"].items():
-                hexes = a["crc32c"]
-                arrays[name] = ArrayChunks(tuple(int(n) for n in a["grid"]),
-                                           tuple(int(hexes[i : i + 8], 16) for i in range(0, len(hexes), 8)))
+            arrays = {name: ArrayChunks(tuple(int(n) for n in a["grid"]), str(a["crc32c"]))
+                      for name, a in obj["arrays"].items()}
             return cls(dict(obj["documents"]), arrays)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptStoreError(f"{where} is not a manifest this tool reads ({exc}): restore it, or re-seal the "

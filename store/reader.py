@@ -21,6 +21,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec
 
 from store import dtypes, truth
 from store import format as fmt
+from store.background import Deferred
 from store.errors import CorruptStoreError, IncompleteStoreError, StoreError, StoreNotFoundError, UnsealedStoreError
 from store.layout import (
     ROOT_DOC,
@@ -69,6 +70,9 @@ class ActivationStore:
     partial: bool = False
     manifest: Manifest | None = None
     """A sealed store's manifest: every chunk read is checked against its entry (None: unsealed, or incomplete)."""
+    chunk_set: Deferred | None = None
+    """The listing of stray and missing chunks started at open, awaited before the first read (off the open's path:
+    listing 2,442 chunks per array costs more than the rest of an open)."""
 
     def __post_init__(self) -> None:
         self.rows = RowMap.of(self.meta, self.n_rows)
@@ -176,6 +180,19 @@ class ActivationStore:
             return "n_rows", recorded.get("n_rows"), self.n_rows
         return None
 
+    def check_positions(self, name: str, start: int, stop: int) -> None:
+        """Every chunk of array ``name`` holding rows [start, stop) is the one the manifest records at its position
+        (its 4-byte trailer read, no data): what a run trained on is still where it was. Nothing to check unsealed."""
+        if self.manifest is None or stop <= start:
+            return
+        arr = self.array(name)
+        coords = [(j,) + (0,) * (arr.ndim - 1) for j in self._chunks_of(name, start, stop)]
+        keys = [self.array_chunk_key(name, c[0]) for c in coords]
+        for c, key, tail in zip(coords, keys, self.location.read_tails(keys), strict=True):
+            problem = chunk_problem(self.location, name, c, key, tail, self.manifest)
+            if problem is not None:
+                raise CorruptStoreError(problem)
+
     def binding(self) -> dict[str, Any] | None:
         """What binds a run to the rows it used, as its config.json records them (``store.binding``): the store's
         seal, and the CRC-32C of every activation and token chunk of the readable rows, the last one's over its rows
@@ -254,7 +271,14 @@ class ActivationStore:
             raise StoreError(f"chunk {j} is outside 0..{self.n_chunks - 1}")
         return self.rows.chunk_bounds(j)
 
+    def _await_chunk_set(self) -> None:
+        if self.chunk_set is not None:
+            problems, self.chunk_set = self.chunk_set.result(), None
+            if problems:
+                raise CorruptStoreError(problems[0])
+
     def _read_full_chunk(self, j: int, out: np.ndarray, verify_checksum: bool = True) -> None:
+        self._await_chunk_set()
         key = self.chunk_key(j)
         trailer = np.empty(4, dtype=np.uint8)
         try:
@@ -340,6 +364,7 @@ class ActivationStore:
     def _read_checked(self, name: str, start: int, stop: int) -> np.ndarray:
         """Entries [start, stop) of array ``name``; a chunk failing its checksum, or not the one the manifest
         records at its position, is named."""
+        self._await_chunk_set()
         arr = self.array(name)
         try:
             with self.location.translate_unreachable():
@@ -347,13 +372,7 @@ class ActivationStore:
         except (ValueError, RuntimeError):  # zarr's crc32c codec raises ValueError on a mismatch or short file
             self._raise_bad_chunk(name, start, stop)
             raise
-        if self.manifest is not None and stop > start:
-            coords = [(j,) + (0,) * (arr.ndim - 1) for j in self._chunks_of(name, start, stop)]
-            keys = [self.array_chunk_key(name, c[0]) for c in coords]
-            for c, key, tail in zip(coords, keys, self.location.read_tails(keys), strict=True):
-                problem = chunk_problem(self.location, name, c, key, tail, self.manifest)
-                if problem is not None:
-                    raise CorruptStoreError(problem)
+        self.check_positions(name, start, stop)
         return out
 
     def _chunks_of(self, name: str, start: int, stop: int) -> range:
@@ -497,12 +516,15 @@ def open_store(
     meta = fmt.StoreMeta.from_attrs(root["attributes"], where=f"{location}/{ROOT_DOC}")
     sealed = None
     if meta.complete:
-        sealed = _check_seal(location, root, meta, allow_unsealed, check_chunk_set)
+        sealed = _check_seal(location, root, meta, allow_unsealed)
     # Consolidated metadata is used when present; a store whose finalize stopped early still opens.
     group = open_group(location, read_only=True, use_consolidated=None)
     _check_array_metadata(location, meta, group, sealed is None)
     if meta.complete:
-        return ActivationStore(location, meta, group, meta.n_rows, manifest=sealed)
+        store = ActivationStore(location, meta, group, meta.n_rows, manifest=sealed)
+        if sealed is not None and check_chunk_set:
+            store.chunk_set = Deferred(chunk_set_problems, location, sealed)  # last: nothing of the open waits for it
+        return store
     written = written_prefix_rows(location, meta)
     growth = read_growth(location)
     if not partial and growth is not None:
@@ -521,17 +543,11 @@ def open_store(
     return ActivationStore(location, meta, group, written, partial=True)
 
 
-def _check_seal(location: StoreLocation, root: dict, meta: fmt.StoreMeta, allow_unsealed: bool,
-                check_chunk_set: bool = True) -> Manifest | None:
+def _check_seal(location: StoreLocation, root: dict, meta: fmt.StoreMeta, allow_unsealed: bool) -> Manifest | None:
     """A complete store's manifest, its metadata documents checked against it; None for an unsealed store read with
     ``allow_unsealed`` (then its format-1 checksum, where it has one, is checked instead)."""
     if meta.manifest_sha256 is not None:
-        found = verify_seal(location, root)
-        if check_chunk_set:
-            problems = chunk_set_problems(location, found)
-            if problems:
-                raise CorruptStoreError(problems[0])
-        return found
+        return verify_seal(location, root)
     if not allow_unsealed:
         why = (f"was finalised by an older version of this tool (store format {meta.format_version}) and carries no "
                "manifest" if meta.format_version < fmt.FORMAT_VERSION else
@@ -550,21 +566,31 @@ def _check_seal(location: StoreLocation, root: dict, meta: fmt.StoreMeta, allow_
     return None
 
 
-def chunk_set_problems(location: StoreLocation, manifest: Manifest) -> list[str]:
+def chunk_set_problems(location: StoreLocation, manifest: Manifest, *, deep: bool = False) -> list[str]:
     """Every chunk the manifest records is there, and no other: one line per stray chunk (a copy from another store,
-    a chunk beyond an array's shape) and per missing one. One listing per array, no data read."""
+    a chunk beyond an array's shape) and per missing one. Opening lists the first level of each array's chunks (one
+    listing per array: a missing inner file is found when it is read); ``deep`` lists every file (`store verify`)."""
     problems = []
     for name, chunks in manifest.arrays.items():
-        expected = {chunk_key(name, c): c for c in chunk_coords(chunks.grid)}
-        found = set(location.find(f"{name}/c"))
+        if not deep:  # the common case, at every open: compare the first level's names as numbers
+            found_first = location.listdir(f"{name}/c")
+            if found_first == sorted(map(str, range(chunks.grid[0]))) if chunks.grid else not found_first:
+                continue
+        coords = chunk_coords(chunks.grid)
+        if deep:
+            expected = {chunk_key(name, c): c for c in coords}
+            found = set(location.find(f"{name}/c"))
+        else:
+            expected = {f"{name}/c/{c[0]}": c for c in coords}
+            found = {f"{name}/c/{entry}" for entry in found_first}
         for key in sorted(found - set(expected)):
             problems.append(f"{location}: {key} is a chunk the store was not sealed with (beyond the shape of "
                             f"'{name}', or copied in): remove it, or re-harvest the store")
-        for key, coords in expected.items():
+        for key, c in expected.items():
             if key not in found:
-                j = str(coords[0]) if not any(coords[1:]) else ",".join(map(str, coords))
-                problems.append(f"{location}: {name} chunk {j} ({key}) is missing: restore it, or re-harvest the "
-                                "store")
+                j = str(c[0]) if not any(c[1:]) else ",".join(map(str, c))
+                problems.append(f"{location}: {name} chunk {j} ({chunk_key(name, c)}) is missing: restore it, or "
+                                "re-harvest the store")
     return problems
 
 

@@ -79,7 +79,7 @@ def verify_store(
         _check_metadata(store, report)
         documents_ok = not report.errors
         if store.manifest is not None:
-            _listed(report, chunk_set_problems(store.location, store.manifest), "stray or missing chunks")
+            _listed(report, chunk_set_problems(store.location, store.manifest, deep=True), "stray or missing chunks")
         if documents_ok:
             _check_chunks(store, report, on_progress)
             _check_row_metadata(store, report)

@@ -7,6 +7,7 @@ one error line must contain. Extend it with every bad input you find.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -92,6 +93,32 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("fit synthetic names an LM's store", ["fit", "--synthetic", "{store}", "--out", "{out}", "--tokens", "4096"],
      ["holds an LM's activations", "--store"]),
     ("fit no store", ["fit", "--out", "{out}"], ["--store", "--synthetic"]),
+    # Options no requested variant uses, and values clamped without a word: refused, naming the option.
+    ("fit prefixes for the baseline", ["fit", "--store", "{store}", "--out", "{out}", "--variant", "baseline",
+                                       "--prefixes", "4"], ["--prefixes", "none of the variants", "matryoshka"]),
+    ("fit k for hier", ["fit", "--store", "{store}", "--out", "{out}", "--variant", "hier", "--k", "4"],
+     ["--k", "none of the variants", "topk"]),
+    ("fit aux-k beyond half the latents", ["fit", "--store", "{store}", "--out", "{out}", "--variant", "topk",
+                                           "--k", "2", "--aux-alpha", "0.03", "--aux-k", "1000", "--batch-size", "128"],
+     ["--aux-k 1000", "half the 8 latents", "at most 4"]),
+    ("experiment sweep-k beyond the latents", ["experiment", "--store", "{store}", "--out", "{out}", "--sweep",
+                                               "--sweep-variant", "topk", "--sweep-k", "1000"],
+     ["--sweep-k 1000", "8 latents"]),
+    # Click's own usage errors, as our one line.
+    ("fit variant nope", ["fit", "--store", "{store}", "--out", "{out}", "--variant", "nope"],
+     ["'nope'", "baseline", "pipeline fit --help"]),
+    ("fit prefixes abc", ["fit", "--store", "{store}", "--out", "{out}", "--variant", "matryoshka",
+                          "--prefixes", "abc"], ["--prefixes", "'abc'"]),
+    ("fit track nope", ["fit", "--store", "{store}", "--out", "{out}", "--track", "nope"], ["--track", "'nope'"]),
+    ("harvest dtype nope", ["harvest", "--store", "{out}/s.zarr", "--dtype", "nope"], ["--dtype", "'nope'"]),
+    # A store path that is a file: one line from every command that reads a store.
+    ("store verify of a file", ["store", "verify", "{afile}"], ["is a file"]),
+    ("store info of a file", ["store", "info", "{afile}"], ["is a file"]),
+    ("store finalize of a file", ["store", "finalize", "{afile}"], ["is a file"]),
+    ("fit store is a file", ["fit", "--store", "{afile}", "--out", "{out}"], ["is a file"]),
+    ("evaluate store is a file", ["evaluate", "{trained}", "--store", "{afile}"], ["is a file"]),
+    ("harvest whitespace-only texts", ["harvest", "--store", "{out}/s.zarr", "--model", "{model}", "--dataset",
+                                       "{blank}", "--layer", "2"], ["holds no text", "whitespace only"]),
 ]
 
 
@@ -103,14 +130,22 @@ def store(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def harvest_inputs(tmp_path_factory, tiny_model_dir, kjv_file) -> dict[str, str]:
+def harvest_inputs(tmp_path_factory, tiny_model_dir, kjv_file, store) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bad-harvest-inputs")
     (root / "empty.jsonl").write_bytes(b"")
     noise = random.Random(0).randbytes(4096)
     (root / "noise.jsonl").write_bytes(noise)
     (root / "noise.txt").write_bytes(noise)
+    (root / "blank.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in (" ", "\n\n", "\t  ")))
+    (root / "a-file").write_text("not a store")
+    from cli_helpers import call_cli
+
+    assert call_cli("fit", "--store", store, "--out", root / "runs", "--variant", "topk", "--k", 2, "--batch-size",
+                    128, "--tokens", 256, "--log-every", 1) == 0
+    (trained,) = [p for p in (root / "runs").iterdir() if (p / "config.json").exists()]
     return {"model": str(tiny_model_dir), "kjv": str(kjv_file), "empty": str(root / "empty.jsonl"),
-            "noise": str(root / "noise")}
+            "noise": str(root / "noise"), "blank": str(root / "blank.jsonl"), "afile": str(root / "a-file"),
+            "trained": str(trained)}
 
 
 def _digest(root: Path) -> str:
@@ -131,6 +166,8 @@ def test_bad_input_is_one_line(args, fragments, store, harvest_inputs, tmp_path,
     before = _digest(Path(store))
     result = run_cli(capsys, *[a.format(**fill) for a in args])
     assert_one_line_error(result, *fragments)
+    before_error = result.stderr.split("error:")[0]
+    assert "training" not in before_error and "wrote" not in before_error, result.stderr  # as if work had begun
     assert _digest(Path(store)) == before  # the store is untouched
     assert not out.exists() or not any(out.rglob("*.safetensors"))  # nothing trained on bad input
     assert not (out / "s.zarr").exists()  # no store begun from bad input

@@ -27,7 +27,7 @@ from pipeline.evaluate.record import (
 )
 from pipeline.evaluate.truth.accumulate import TruthAccumulator
 from store.device import resolve_device
-from store.reader import BINDING, ActivationStore, open_store
+from store.reader import BINDING, BOUND_ARRAYS, ActivationStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ def check_run_store(run: RunDir, config: dict, store: ActivationStore, url: str)
             f"{run} was trained on another store than {url}: its {key} is {want!r}, this store's is "
             f"{have!r}; pass the store it was trained on with --store"
         )
+    rows = (0, config["train"]["heldout_rows"][1])  # the training rows and the held-out ones after them
+    for name in BOUND_ARRAYS:
+        store.check_positions(name, *rows)
     changed = store.binding_problem(config["store"].get("binding"))
     if changed is not None:
         raise PipelineError(

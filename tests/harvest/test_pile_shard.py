@@ -200,6 +200,35 @@ def test_damaged_compressed_files_are_one_line(tiny_model_dir, tmp_path, capsys,
     assert_one_line_error(result, str(path), fragment)
 
 
+def test_a_zstd_file_cut_exactly_at_a_line_end_is_refused_and_its_rows_kept(tiny_model_dir, tmp_path, capsys):
+    """Two frames, the second cut inside its first block: the text decompresses to the first frame's lines, every
+    one whole, so the data set would simply seem to end there. The harvest refuses it when the data runs out, and
+    keeps the rows it wrote."""
+    lines = pile_lines()
+    first, second = zstd_bytes("".join(lines[:60])), zstd_bytes("".join(lines[60:]))
+    path = tmp_path / "00.jsonl.zst"
+    path.write_bytes(first + second[: len(second) // 3])
+    store = tmp_path / "s.zarr"
+    result = run_cli(capsys, "harvest", "--model", tiny_model_dir, "--dataset", path, "--store", store,
+                     "--layer", "2", "--tokens", "100000", "--ctx", "32", "--chunk-rows", "256")
+    assert_one_line_error(result, str(path), "cut short", "rows written so far are kept")
+    partial = open_store(str(store), partial=True)
+    assert not partial.meta.complete and partial.n_rows > 0
+    assert verify_store(str(store), partial=True).ok
+
+
+def test_a_resume_with_data_of_another_format_names_the_files(plain, tiny_model_dir, tmp_path, capsys):
+    lines, _ = plain
+    (tmp_path / "d.jsonl").write_text("".join(lines))
+    (tmp_path / "d.txt").write_text("\n\n".join(json.loads(line)["text"] for line in lines))
+    store = tmp_path / "s.zarr"
+    args = ["harvest", "--model", tiny_model_dir, "--store", store, "--layer", "2", "--tokens", "300", "--ctx", "32"]
+    assert run_cli(capsys, *args, "--dataset", tmp_path / "d.jsonl").code == 0
+    result = run_cli(capsys, *args, "--dataset", tmp_path / "d.txt")
+    assert_one_line_error(result, "d.jsonl", "d.txt")
+    assert "'json'" not in result.stderr and "'text'" not in result.stderr
+
+
 def test_datasets_can_stream_zstd():
     """The hub's Pile (``monology/pile-uncopyrighted``, *.jsonl.zst) streams through the same decompression as
     the local files above: ``datasets`` marks a .zst data file for its ``zstd://`` file system, which opens it

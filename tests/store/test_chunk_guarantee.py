@@ -97,3 +97,14 @@ def test_fit_with_store_statistics_refuses_a_damaged_statistics_chunk_in_one_lin
     _flip(_chunk_file(store, fmt.CHUNK_M2, 5))
     assert_one_line_error(run_cli(capsys, *args, "--out", tmp_path / "b"), "stats/chunk_m2 chunk 5", "checksum")
     assert_one_line_error(run_cli(capsys, "store", "info", store), "stats/chunk_m2 chunk 5", "checksum")
+
+
+def test_a_damaged_statistics_chunk_is_one_fail_line(pristine, tmp_path):
+    """Several checks read the statistics (each chunk's, and all of them merged): the fault is said once, without
+    the codec's bytes in it."""
+    store = tmp_path / "s.zarr"
+    shutil.copytree(pristine, store)
+    _flip(_chunk_file(store, fmt.CHUNK_MEAN, 3))
+    errors = verify_store(str(store)).errors
+    about = [e for e in errors if "stats/chunk_mean chunk 3" in e]
+    assert len(about) == 1 and "b'" not in about[0] and "checksum" in about[0], errors
