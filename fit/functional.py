@@ -74,11 +74,15 @@ def squared_error(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
 
 def reconstruction_loss(sq_B: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Mean over rows (the last dimension) of the rows' squared errors ``sq_B`` (``mse``, the paper's) or of
-    their square roots, the unsquared norms (``l2``)."""
+    their square roots, the unsquared norms (``l2``).
+
+    A row reconstructed exactly (error 0, e.g. a constant row under layer norm at initialisation) would make the
+    norm's gradient 0 * inf = NaN in every weight; below the dtype's smallest normal number the norm is taken there
+    (a value below 1e-19 in float32) and its gradient is 0, the norm's minimal subgradient at 0."""
     if kind == "mse":
         return sq_B.mean(dim=-1)
     if kind == "l2":
-        return sq_B.sqrt().mean(dim=-1)
+        return sq_B.clamp_min(torch.finfo(sq_B.dtype).tiny).sqrt().mean(dim=-1)
     raise ValueError(f"unknown reconstruction loss {kind!r}: use 'mse' or 'l2'")
 
 

@@ -68,6 +68,11 @@ class StackTrainer:
     """``--sparse auto``: a ReLU-L1 stack switches to the pair path at the log line its L0 falls low enough."""
     members: list[Trainee] = field(default_factory=list)
     """The SAE in each slot, in slot order."""
+    first_bad_loss_M: torch.Tensor | None = None
+    """Per member, the first step whose loss was NaN or Inf (``NO_STEP`` if none), kept on the device: read back
+    only where the pass checks its health (:class:`fit.trainer.Health`)."""
+
+    NO_STEP = 2**62
 
     @classmethod
     def create(cls, saes: list[SAE], cfg: TrainConfig, world: World, device: torch.device) -> StackTrainer:
@@ -92,6 +97,10 @@ class StackTrainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast_bf16):
             loss_M, parts = self.loss_fn(x_n, self.schedule.l1_scale_at(step))
         self.opt.zero_grad(set_to_none=True)
+        if self.first_bad_loss_M is None:
+            self.first_bad_loss_M = torch.full(loss_M.shape, self.NO_STEP, dtype=torch.int64, device=loss_M.device)
+        bad_M = ~torch.isfinite(loss_M.detach())
+        self.first_bad_loss_M = torch.where(bad_M, self.first_bad_loss_M.clamp(max=step), self.first_bad_loss_M)
         loss_M.sum().backward()  # the members' losses share no parameter, so each gets its own gradient
         self.opt.step()
         self.timer.stop()
@@ -110,6 +119,13 @@ class StackTrainer:
             densest = max(w["l0"] for w in windows) / self.stack.n_latents
             self.stack.sparse = densest < relu_density_threshold(self.stack.W_enc.device)
         return [{**sched, "pairs": self.stack.uses_pairs, **window} for window in windows]
+
+    def non_finite_members(self) -> torch.Tensor:
+        """Per member, whether any of its weights is NaN or Inf (a boolean ``(M,)`` on the device)."""
+        M = len(self.stack)
+        finite_M = torch.stack([torch.isfinite(p.detach().reshape(M, -1)).all(dim=1)
+                                for p in self.stack.parameters()]).all(dim=0)
+        return ~finite_M
 
     def optimizer_state(self, m: int) -> dict:
         """Member ``m``'s optimiser state, as the optimiser of that SAE alone would hold it."""

@@ -232,50 +232,65 @@ def _tracking(cfg: TrainConfig, trainees: list[Trainee], start: int, world: Worl
         yield
 
 
-class FirstBadBatch:
-    """The first step whose batch holds NaN or Inf, tracked on the device (no host synchronisation per step) and
-    read back only before the pass writes anything: a log line or a checkpoint."""
+class Health:
+    """Whether the pass is still training on finite numbers: the first batch holding NaN or Inf, each member's first
+    non-finite loss (both tracked on the device, no host synchronisation per step), and the weights themselves
+    (a step can turn them NaN while its loss was finite), all read back only before the pass writes anything: a
+    log line or a checkpoint. The first fault stops the pass on every rank alike."""
 
-    NONE = 2**62
+    NONE = StackTrainer.NO_STEP
 
-    def __init__(self, device: torch.device) -> None:
-        self.step_t = torch.full((), self.NONE, dtype=torch.int64, device=device)
+    def __init__(self, device: torch.device, stacks: list[StackTrainer]) -> None:
+        self.batch_step_t = torch.full((), self.NONE, dtype=torch.int64, device=device)
+        self.stacks = stacks
 
     def see(self, step: int, x_BD: torch.Tensor) -> None:
         bad = ~torch.isfinite(x_BD).all()
-        self.step_t = torch.where(bad, self.step_t.clamp(max=step), self.step_t)
+        self.batch_step_t = torch.where(bad, self.batch_step_t.clamp(max=step), self.batch_step_t)
 
-    def check(self, world: World) -> None:
-        """Stop the pass (every rank alike) if any rank has seen a bad batch so far."""
-        step = world.earliest(self.step_t)
+    def check(self, world: World, done: int) -> None:
+        """Stop the pass if any rank has seen a bad batch or loss so far, or any weight is not finite after
+        ``done`` steps."""
+        kept = "checkpoints written before it are kept"
+        step = world.earliest(self.batch_step_t)
         if step != self.NONE:
-            raise FitError(
-                f"batch {step} holds NaN or Inf activations: the store is damaged (run `pipeline store verify`); "
-                "checkpoints written before that batch are kept"
-            )
+            raise FitError(f"batch {step} holds NaN or Inf activations: the store is damaged (run `pipeline store "
+                           f"verify`); {kept}")
+        for stack in self.stacks:
+            if stack.first_bad_loss_M is None:
+                continue
+            for t, step_t in zip(stack.members, stack.first_bad_loss_M, strict=True):
+                step = world.earliest(step_t)
+                if step != self.NONE:
+                    raise FitError(f"{t.cfg.name}: its loss became NaN or Inf at step {step}: training diverged "
+                                   f"(try a lower --lr); {kept}")
+            for t, bad in zip(stack.members, stack.non_finite_members(), strict=True):
+                if world.earliest(torch.where(bad, 0, self.NONE)) == 0:
+                    raise FitError(f"{t.cfg.name}: its weights hold NaN or Inf after step {done}: training diverged "
+                                   f"(try a lower --lr); {kept}")
 
 
 def _train(cfg: TrainConfig, trainees: list[Trainee], batches: Batches, n_steps: int,
            device: torch.device, pass_path: Path, world: World, on_step: StepCallback | None) -> None:
     stacks = stacks_of(trainees)
     throughput = Throughput(cfg.batch_size)
-    bad = FirstBadBatch(device)
+    health = Health(device, stacks)
     for step, x_BD in batches:
         throughput.tick(step)
-        bad.see(step, x_BD)
+        health.see(step, x_BD)
         norms: SharedNorms = {}
         for stack in stacks:
             stack.update(step, x_BD, norms)
         done = step + 1
         if done % cfg.log_every == 0 or done == n_steps:
-            bad.check(world)
+            health.check(world, done)
             status = _log_metrics(cfg, trainees, step, throughput, world)
             if on_step is not None:
                 on_step(done, n_steps, status[0] + (f" (+{len(status) - 1} more)" if len(status) > 1 else ""))
         elif on_step is not None:
             on_step(done, n_steps, "")
         if _checkpoint_due(cfg, done, n_steps, len(trainees)):
-            bad.check(world)  # no checkpoint holds a step taken on a bad batch
+            health.check(world, done)  # no checkpoint holds a step taken on a bad batch or diverged weights
             if world.is_main:
                 checkpoint.save_checkpoint(trainees, done, pass_path)
 

@@ -75,11 +75,14 @@ class BatchOrder:
 
     @cached_property
     def batches_per_epoch(self) -> int:
-        """Whole global batches per pass; the few rows left over at a stream's end are skipped that epoch."""
-        rows = [0] * self.num_streams
-        for i, (_, lo, hi) in enumerate(self.pieces):
-            rows[i % self.num_streams] += hi - lo
-        return min(rows) // self.sub_batch
+        """Whole global batches per pass; the few rows left over at a stream's end are skipped that epoch.
+
+        Each epoch deals the pieces to the streams in a new order, so a stream may draw the short pieces at the
+        range's ends: the count is what the stream dealt the fewest, smallest pieces still fills (counted from
+        the deal in piece order, a stream could run out of rows before the epoch's last batch, and train on an
+        empty share of it)."""
+        sizes = sorted(hi - lo for _, lo, hi in self.pieces)
+        return sum(sizes[: len(sizes) // self.num_streams]) // self.sub_batch
 
     @property
     def rows_per_epoch(self) -> int:

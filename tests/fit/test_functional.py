@@ -68,3 +68,18 @@ def test_layer_norm_round_trip_and_formula():
     np.testing.assert_allclose(y.numpy(), (x.numpy() - ref_mu) / (ref_std + fn.LN_EPS), rtol=1e-12)
     np.testing.assert_allclose(fn.layer_norm_inverse(y, mu, std).numpy(),
                                (y.numpy() * ref_std + ref_mu), rtol=1e-12)
+
+
+def test_l2_loss_of_an_exactly_reconstructed_row_has_a_finite_gradient():
+    """The norm's gradient at a zero error would be 0 * inf = NaN in every weight; it is 0 there, and every other
+    row's gradient is the plain norm's."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    x_hat = (x + 0.1 * torch.randn(4, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    with torch.no_grad():
+        x_hat[1] = x[1]
+    fn.reconstruction_loss(fn.squared_error(x, x_hat), "l2").backward()
+    assert torch.isfinite(x_hat.grad).all() and torch.equal(x_hat.grad[1], torch.zeros(6, dtype=torch.float64))
+    e = (x_hat - x).detach()
+    ref = e / e.norm(dim=-1, keepdim=True) / 4
+    assert torch.allclose(x_hat.grad[[0, 2, 3]], ref[[0, 2, 3]], rtol=1e-14)

@@ -142,6 +142,28 @@ def test_a_nan_batch_is_named_and_no_checkpoint_holds_a_step_after_it(tmp_path, 
         assert logged == ([5, 10] if log_every == 5 else [])  # the line at 15 would have held batch j
 
 
+def test_an_exactly_reconstructed_row_under_the_l2_loss_trains_on_finitely(tmp_path):
+    """Constant rows are 0 after layer norm and reconstructed exactly at initialisation: the unsquared loss's
+    gradient there must not turn the weights NaN (it did, and the fit exited 0 with a NaN SAE)."""
+    acts = random_rows(4000, 16)
+    acts[::7] = 3.0
+    path = str(tmp_path / "constant.zarr")
+    write_store(path, make_meta(n_rows=4000, d=16, chunk_rows=512), acts)
+    sae = SAEConfig(variant="baseline", recon="l2", seed=0)
+    [result] = fit(train_cfg(path, tmp_path / "runs", batch_size=128, tokens=128 * 10), [sae])
+    assert all(torch.isfinite(w).all() for w in weights(result.run_dir).values())
+    assert result.final["loss"] == result.final["loss"]  # not NaN
+
+
+def test_diverged_weights_stop_the_fit_in_one_line(store, tmp_path):
+    out = tmp_path / "runs"
+    with pytest.raises(FitError, match=r"^baseline-.*: its (loss became NaN or Inf at step \d+|weights hold NaN or "
+                                       r"Inf after step \d+): training diverged \(try a lower --lr\)") as err:
+        fit(train_cfg(store, out, tokens=256 * 10, lr=1e30), [BASE])
+    assert "\n" not in str(err.value)
+    assert not (out / BASE.name / "sae.safetensors").exists()
+
+
 def test_cli_errors_are_one_line(store, tmp_path, capsys):
     other = str(tmp_path / "other.zarr")
     write_store(other, make_meta(n_rows=4000, d=16, chunk_rows=512), random_rows(4000, 16))

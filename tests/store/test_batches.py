@@ -55,6 +55,18 @@ def test_streams_compose_the_global_batch(store):
         assert np.array_equal(b, np.concatenate([h0, h1]))
 
 
+@pytest.mark.parametrize("streams", [2, 3])
+def test_every_stream_fills_every_batch_of_every_epoch(streams):
+    """Whichever pieces an epoch deals a stream (the short ones at the range's ends included), each of its batches
+    is whole: a stream that ran out of rows gave its process an empty share, and a NaN loss."""
+    for seed in range(30):
+        order = BatchOrder(2000, 128, (50, 1950), batch_size=60, seed=seed, shuffle_rows=256, num_streams=streams)
+        for epoch in range(3):
+            for s in range(streams):
+                assert len(order.stream_rows(epoch, s)) >= order.batches_per_epoch * order.sub_batch, (seed, epoch)
+        assert len(order.batch_rows(order.batches_per_epoch - 1)) == 60
+
+
 def test_bad_orders_are_refused(store):
     with pytest.raises(StoreError, match="divisible"):
         BatchOrder(store.n_rows, store.chunk_rows, (0, 2000), batch_size=63, seed=0, num_streams=2)
