@@ -10,7 +10,7 @@ from rich.table import Table
 from benchmarks.common import BenchReport, machine_info
 from pipeline.cli.console import console, setup_logging
 
-SECTIONS = ("harvest", "store", "seal", "fit", "s3", "peers", "sparse", "synthetic")
+SECTIONS = ("startup", "harvest", "store", "seal", "fit", "s3", "peers", "sparse", "synthetic")
 
 
 @click.command()
@@ -22,7 +22,11 @@ def main(only: str, out: Path, workdir: str | None, device: str) -> None:
     setup_logging(0)
     report = BenchReport(machine=machine_info())
     for section in only.split(","):
-        if section == "harvest":
+        if section == "startup":
+            from benchmarks import startup_bench
+
+            startup_bench.run(report)
+        elif section == "harvest":
             from benchmarks import harvest_bench
 
             harvest_bench.run(report, workdir=workdir)

@@ -238,7 +238,7 @@ def choose_words(model_dir: str, n: int, seed: int) -> tuple[list[str], int]:
     --absorption --absorption-words n`` uses."""
     from transformers import AutoTokenizer
 
-    from pipeline.evaluate.absorption import vocab
+    import pipeline.evaluate.absorption.vocab as vocab
 
     pool = vocab.alpha_words(AutoTokenizer.from_pretrained(model_dir))
     return vocab.subsample(pool, n, seed), len(pool)
@@ -273,7 +273,7 @@ def share_residuals(store_url: str, words_file: Path, n_words: int, seed: int, s
     import numpy as np
     import torch
 
-    from pipeline.evaluate.absorption import cache
+    import pipeline.evaluate.absorption.cache as cache
     from store.reader import open_store
 
     layer_dirs = list((sb_work / "probes").glob("*/layer_*"))

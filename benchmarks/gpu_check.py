@@ -37,11 +37,13 @@ import torch
 from rich.table import Table
 
 from benchmarks.common import machine_info
+from fit.architectures.topk import TopKFields
 from fit.config import SAEConfig, TrainConfig
 from fit.runs import RunDir
 from fit.trainer import fit
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
 from harvest.lm import resolve_compute_dtype
+from harvest.runner import harvest
 from pipeline.cli.console import console, setup_logging
 from pipeline.demo import DEMO_LAYER
 from pipeline.evaluate.config import EvaluateConfig
@@ -76,7 +78,7 @@ class CheckSettings:
     variants: tuple[str, ...] = ("hier",)
     """The architectures fitted, each through every fit phase (``hier``'s phases are ``fit-M``, another's
     ``fit-VARIANT-M``); the evaluation takes the first one's single SAE."""
-    k: int = SAEConfig.k
+    k: int = TopKFields.k
     """Active latents per row of the TopK family (ignored by the L1 variants)."""
     expansion: float = 1.0
     """Latents per input dimension (1: n = d, the paper's)."""
@@ -137,7 +139,7 @@ def _fit(s: CheckSettings, store: str, out: Path, variant: str, m: int, bf16: bo
          device: torch.device) -> list:
     cfg = TrainConfig(store=store, out=str(out), batch_size=s.fit_batch, tokens=steps * s.fit_batch, data="memory",
                       autocast_bf16=bf16, log_every=steps, checkpoint_every=0, device=str(device))
-    return fit(cfg, [SAEConfig(variant=variant, k=s.k, expansion=s.expansion, seed=seed) for seed in range(m)])
+    return fit(cfg, [SAEConfig.of(variant, k=s.k, expansion=s.expansion, seed=seed) for seed in range(m)])
 
 
 def fit_phase(s: CheckSettings, store: str, out: Path, variant: str, m: int, bf16: bool,
@@ -181,7 +183,7 @@ def gpu_check(s: CheckSettings, workdir: Path) -> dict[str, Any]:
     """Every phase, in order, on fresh stores and runs under ``workdir``; the JSON document."""
     device = resolve_device(s.device)
     for variant in s.variants:  # a bad --variant or --k fails here, not after the harvest
-        SAEConfig(variant=variant, k=s.k, expansion=s.expansion)
+        SAEConfig.of(variant, k=s.k, expansion=s.expansion)
     if s.model is None or s.dataset is None:
         from pipeline.demo import demo_corpus, demo_model
 

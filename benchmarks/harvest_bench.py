@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import BenchReport, Figure, timed
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
 from harvest.data import ContextStream, DataSource
 from harvest.lm import LayerCapture, load_model, load_tokenizer, special_tokens
+from harvest.runner import harvest
 from pipeline.demo import DEMO_LAYER, demo_corpus, demo_model
 from store import dtypes
 from store.format import ceil_div

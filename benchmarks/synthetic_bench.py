@@ -19,7 +19,7 @@ from harvest.synthetic.config import StreamConfig
 from harvest.synthetic.model import load_or_build, spec_of
 from harvest.synthetic.runner import synthetic_meta, write_stream
 from harvest.synthetic.sampler import BLOCK_ROWS, FastSampler, SaeLensSampler, Stream
-from harvest.synthetic.stream import synthetic_source
+from pipeline.synthetic_source import synthetic_source
 from store.location import StoreLocation
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import signal
 from pathlib import Path
 
 import torch
@@ -30,20 +28,16 @@ from safetensors.torch import load_file
 
 from fit.distributed import World
 from fit.errors import FitError
-from fit.runs import WEIGHTS_FILE, save_state, write_json_atomic
+from fit.runs import WEIGHTS_FILE, save_state
 from fit.trainee import Trainee, stacks_of
+from store.files import write_json_atomic, write_text_atomic
+from store.killpoint import kill_point
 
 log = logging.getLogger(__name__)
 
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "state.json"
 
-KILL_ENV = "HFG_TEST_KILL_AT"
-"""Tests only: ``checkpoint:<point>[@<n>]`` makes the process SIGKILL itself the n-th time (default 1st) it
-reaches that point of :func:`save_checkpoint` (points: ``sae-<i>``, ``staged``, ``renamed``, ``committed``,
-``dropped``), to prove a rerun resumes from every instant. Unset, it does nothing."""
-
-_kill_counts: dict[str, int] = {}
 
 
 def pass_file(out: Path, names: list[str], identity: dict) -> Path:
@@ -91,15 +85,9 @@ def _save(t: Trainee, step: int, into: Path) -> None:
 
 
 def _kill_point(point: str) -> None:
-    target = os.environ.get(KILL_ENV)
-    if not target:
-        return
-    name, _, nth = target.partition("@")
-    if name != f"checkpoint:{point}":
-        return
-    _kill_counts[point] = _kill_counts.get(point, 0) + 1
-    if _kill_counts[point] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    # The points of save_checkpoint a test may kill at (``checkpoint:<point>[@<n>]``, store/killpoint.py): sae-<i>,
+    # staged, renamed, committed, dropped; a rerun must resume from every one.
+    kill_point("checkpoint", point)
 
 
 def _committed_step(pass_path: Path) -> int | None:
@@ -208,6 +196,4 @@ def _truncate_log(path: Path, step: int) -> None:
         except (ValueError, KeyError):  # a line torn by the crash
             continue
     # Replaced whole, so a kill while truncating cannot lose the lines up to the step we resume from.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fit.architectures import ARCH_FIELDS, variant, variants
+from fit.architectures.topk import AUX_K, TopKFields
 from fit.errors import FitError
-from store.configs import check_finite
+from store.configs import check_finite, option_name
 
 VARIANTS = variants()
 """Every registered architecture variant (:mod:`fit.architectures`), in ``--variant``'s order."""
@@ -26,31 +27,37 @@ def _fmt(x: float) -> str:
 
 @dataclass(frozen=True)
 class SAEConfig:
-    """One SAE: its architecture and sparsity penalty."""
+    """One SAE: its architecture and sparsity penalty.
+
+    The architecture fields (:data:`fit.architectures.ARCH_FIELDS`) belong to the variants that take them (each
+    variant's fields class, fit/architectures/, holds their defaults and checks): left at None, a field takes its
+    variant's default; given to a variant that does not take it, it is refused, never rewritten. After
+    construction, the fields the variant does not take are None."""
 
     variant: str = "hier"
     """The architecture (fit/architectures/): ``baseline`` (ReLU, uniform L1 weight ``l1``), ``hier`` (group k
     of K weighted ``l1 * gamma**(k-1)``), ``topk`` (k latents per row), ``batchtopk`` (k x B over the batch, a
     threshold at inference), ``matryoshka`` (BatchTopK with nested prefix reconstructions), ``hier-matryoshka``
     (hier's group penalty with the prefix reconstructions)."""
-    l1: float = 0.04
-    """Base L1 weight lambda (baseline, hier, hier-matryoshka)."""
-    groups: int = 5
+    l1: float | None = None
+    """Base L1 weight lambda."""
+    groups: int | None = None
     """K, the number of equal latent groups (hier's penalty groups; Matryoshka's prefixes end at their ends unless
     --prefixes is given)."""
-    gamma: float = 1.5
-    """Geometric penalty multiplier between consecutive groups (hier, hier-matryoshka)."""
-    k: int = 64
+    gamma: float | None = None
+    """Geometric penalty multiplier between consecutive groups."""
+    k: int | None = None
     """Active latents per row: exactly k for topk, k x batch rows over the whole batch for batchtopk and
     matryoshka (k per row on average)."""
-    aux_alpha: float = 0.0
-    """Weight of the AuxK dead-latent loss (TopK family; Gao et al. use 1/32 = 0.03125); 0 turns it off."""
-    aux_k: int = 512
-    """AuxK's dead latents per row that reconstruct the residual (Gao et al.'s 512), at most half the latents."""
-    dead_tokens: int = 1_000_000
+    aux_alpha: float | None = None
+    """Weight of the AuxK dead-latent loss (Gao et al. use 1/32 = 0.03125); 0 turns it off."""
+    aux_k: int | None = None
+    """AuxK's dead latents per row that reconstruct the residual (Gao et al.'s 512; by default at most half the
+    latents, and a value given above half is refused)."""
+    dead_tokens: int | None = None
     """A latent that has not fired in this many training rows is dead for AuxK. Gao et al. use 10M, which is a
     whole pass over a paper-sized store (nothing would ever count as dead); 1M is about a tenth of one."""
-    prefixes: tuple[int, ...] = ()
+    prefixes: tuple[int, ...] | None = None
     """Matryoshka prefix ends as latent counts, increasing (e.g. --prefixes 128 --prefixes 512); empty: the ends
     of the K groups of --groups, the hierarchical SAE's, so the two compare group for group. The whole dictionary
     is always the last prefix."""
@@ -69,21 +76,17 @@ class SAEConfig:
         check_finite(self, FitError)
         if self.variant not in VARIANTS:
             raise FitError(f"unknown variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
-        object.__setattr__(self, "prefixes", tuple(int(p) for p in self.prefixes))  # a list from config.json
-        for name, value in _NEUTRAL.items():  # what a variant does not use takes one value, so a grid dedups
-            if name not in self.uses:
-                object.__setattr__(self, name, value)
-        if self.l1 < 0:
-            raise FitError(f"the L1 weight must be non-negative, got {self.l1}")
-        if self.groups < 1 or self.gamma <= 0:
-            raise FitError(f"{self.variant} needs groups >= 1 and gamma > 0, got K={self.groups}, gamma={self.gamma}")
-        if self.k < 1:
-            raise FitError(f"--k must be at least 1, got {self.k}")
-        if self.aux_alpha < 0 or self.aux_k < 1 or self.dead_tokens < 1:
-            raise FitError(f"need --aux-alpha >= 0, --aux-k >= 1 and --dead-tokens >= 1, got {self.aux_alpha}, "
-                           f"{self.aux_k} and {self.dead_tokens}")
-        if any(p < 1 for p in self.prefixes) or list(self.prefixes) != sorted(set(self.prefixes)):
-            raise FitError(f"--prefixes must be increasing positive latent counts, got {list(self.prefixes)}")
+        takes = variant(self.variant).uses
+        given = {f: getattr(self, f) for f in ARCH_FIELDS if getattr(self, f) is not None}
+        refused = [f for f in given if f not in takes]
+        if refused:
+            users = [v for v in VARIANTS if refused[0] in variant(v).uses]
+            raise FitError(f"{self.variant} takes no {option_name(refused[0])} (it takes "
+                           f"{', '.join(option_name(f) for f in takes)}): leave it out, or use a variant that takes "
+                           f"it ({', '.join(users)})")
+        fields = variant(self.variant).fields(**given)  # the variant's defaults and checks
+        for name in takes:
+            object.__setattr__(self, name, getattr(fields, name))
         if self.expansion <= 0:
             raise FitError(f"expansion must be positive, got {self.expansion}")
         if self.norm not in NORMS:
@@ -91,12 +94,34 @@ class SAEConfig:
         if self.recon not in RECON_LOSSES:
             raise FitError(f"unknown reconstruction loss {self.recon!r}: use mse or l2")
 
+    @classmethod
+    def of(cls, variant_: str, **fields: Any) -> SAEConfig:
+        """An SAE of ``variant_`` from fields meant for several variants (a grid's, a preset's): the architecture
+        fields it does not take, and fields left at None, are dropped."""
+        if variant_ not in VARIANTS:
+            raise FitError(f"unknown variant {variant_!r}: use one of {', '.join(VARIANTS)}")
+        takes = variant(variant_).uses
+        kept = {k: v for k, v in fields.items() if v is not None and (k not in ARCH_FIELDS or k in takes)}
+        return cls(variant=variant_, **kept)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> SAEConfig:
+        """The SAE a config.json's ``sae`` section (:meth:`to_dict`, of this version or an older one) describes:
+        the values it records for fields its variant does not take (the baseline's one group) are dropped."""
+        return cls.of(record.get("variant", cls.variant), **{k: v for k, v in record.items() if k != "variant"})
+
+    @property
+    def arch_fields(self) -> Any:
+        """The variant's fields (an instance of its fields class), which its architecture is built from."""
+        return variant(self.variant).fields(**{name: getattr(self, name) for name in variant(self.variant).uses})
+
     @property
     def uses(self) -> tuple[str, ...]:
-        """The architecture fields (:data:`fit.architectures.ARCH_FIELDS`) that make a difference to this SAE."""
+        """The architecture fields that make a difference to this SAE: those its variant takes, less groups when
+        the prefixes are given (groups only placed the default ones) and AuxK's when it is off."""
         used = variant(self.variant).uses
         if "prefixes" in used and self.prefixes and "gamma" not in used:
-            used = tuple(f for f in used if f != "groups")  # groups only placed the default prefixes
+            used = tuple(f for f in used if f != "groups")
         if "aux_alpha" in used and self.aux_alpha == 0:
             used = tuple(f for f in used if f not in ("aux_k", "dead_tokens"))
         return used
@@ -118,36 +143,59 @@ class SAEConfig:
         parts.append(f"s{self.seed}")
         return "-".join(parts)
 
+    @property
+    def label(self) -> str:
+        """The architecture in words, for reports and the browser (:attr:`name` is its run directory's): the variant
+        and what sets it apart besides sparsity and seed (K and gamma of the grouped variants, Matryoshka prefix
+        ends, AuxK, expansion, normalisation, reconstruction loss)."""
+        parts = [self.variant]
+        if "groups" in self.uses and not self.prefixes:
+            parts.append(f"K={self.groups}")
+        if "gamma" in self.uses:
+            parts.append(f"γ={self.gamma:g}")
+        if self.prefixes:
+            parts.append("prefixes " + ",".join(map(str, self.prefixes)))
+        if "aux_alpha" in self.uses and self.aux_alpha:
+            parts.append(f"AuxK α={self.aux_alpha:g}")
+        if self.expansion != 1.0:
+            parts.append(f"x{self.expansion:g}")
+        parts += [v for v, default in ((self.norm, "layer_norm"), (self.recon, "mse")) if v != default]
+        return " ".join(parts)
+
+    @property
+    def sparsity_label(self) -> str:
+        """Its sparsity setting in words: k for the TopK family, lambda otherwise."""
+        return f"k={self.k}" if "k" in self.uses else f"λ={self.l1:g}"
+
     def n_latents(self, d_model: int) -> int:
         n = round(self.expansion * d_model)
-        if n < self.groups:
-            raise FitError(f"{n} latents cannot form {self.groups} groups: raise --expansion or lower -K")
+        groups = self.groups if "groups" in self.uses else 1
+        if n < groups:
+            raise FitError(f"{n} latents cannot form {groups} groups: raise --expansion or lower -K")
         if "k" in self.uses and self.k > n:
             raise FitError(f"--k {self.k} is more than the {n} latents: lower --k or raise --expansion")
         if self.prefixes and self.prefixes[-1] > n:
             raise FitError(f"--prefixes end at {self.prefixes[-1]}, beyond the {n} latents: use ends up to {n}")
         # The default (Gao et al.'s 512) is capped at half the latents; a value given is never changed silently.
-        if "aux_k" in self.uses and self.aux_k != SAEConfig.aux_k and self.aux_k > n // 2:
+        if "aux_k" in self.uses and self.aux_k != AUX_K and self.aux_k > n // 2:
             raise FitError(f"--aux-k {self.aux_k} is more than half the {n} latents: use at most {max(n // 2, 1)}")
         return n
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as config.json holds them: the architecture fields this variant does not use are left out
-        (so the config of a baseline or hier run is what it was before other architectures existed)."""
-        d = asdict(self)
-        for name in _NEUTRAL:
-            if name not in self.uses and name not in _ALWAYS_RECORDED:
-                del d[name]
+        """The fields as config.json holds them: the architecture fields that make a difference, and the ones
+        config.json held before there were other architectures (groups, gamma, l1) at the values that make none (one
+        group, gamma 1, lambda 0), so that the config of a baseline or hier run is what it always was."""
+        d = {k: v for k, v in asdict(self).items() if k not in ARCH_FIELDS or k in self.uses}
+        for name, value in RECORDED_WHEN_UNUSED.items():
+            d.setdefault(name, value)
         if "prefixes" in d:
             d["prefixes"] = list(d["prefixes"])  # as JSON reads it back, so a rerun's config compares equal
-        return d
+        return {k: d[k] for k in asdict(self) if k in d}
 
 
-_NEUTRAL: dict[str, Any] = {"groups": 1, "prefixes": (), "gamma": 1.0, "l1": 0.0, "k": SAEConfig.k,
-                            "aux_alpha": 0.0, "aux_k": SAEConfig.aux_k, "dead_tokens": SAEConfig.dead_tokens}
-"""The value each architecture field takes in an SAE whose variant does not use it (one per ARCH_FIELDS)."""
-_ALWAYS_RECORDED = ("groups", "gamma", "l1")
-"""Fields config.json held before there were other architectures: recorded for every variant."""
+RECORDED_WHEN_UNUSED: dict[str, Any] = {"groups": 1, "gamma": 1.0, "l1": 0.0}
+"""The fields config.json held before there were other architectures, recorded for every SAE: where they make no
+difference, at the value that makes none (the record only; the SAEConfig holds None)."""
 
 
 def _name_part(name: str, value: Any) -> str:
@@ -158,21 +206,35 @@ def _name_part(name: str, value: Any) -> str:
     if name == "aux_alpha":
         return f"aux{_fmt(value)}" if value else ""
     if name in ("aux_k", "dead_tokens"):
-        default = getattr(SAEConfig, name)
+        default = TopKFields.__dataclass_fields__[name].default
         return f"{'ak' if name == 'aux_k' else 'dt'}{value}" if value != default else ""
     return {"gamma": "g", "l1": "l", "k": "k"}[name] + _fmt(value)
 
 
-def expand_grid(variants: list[str], seeds: list[int], groups: list[int], gammas: list[float], l1s: list[float],
-                ks: list[int] | None = None, **common: Any) -> list[SAEConfig]:
-    """Every combination, with duplicates removed (fields a variant does not use, e.g. K and gamma for the
-    baseline or k for it, do not multiply it)."""
-    out: dict[str, SAEConfig] = {}
-    for variant_, seed, n_groups, gamma, l1, k in itertools.product(variants, seeds, groups, gammas, l1s,
-                                                                     ks or [SAEConfig.k]):
-        cfg = SAEConfig(variant=variant_, seed=seed, groups=n_groups, gamma=gamma, l1=l1, k=k, **common)
-        out.setdefault(cfg.name, cfg)
-    return list(out.values())
+GRID_AXES = ("variant", "seed", "groups", "gamma", "l1", "k")
+"""The SAE fields a grid of SAEs spans (``pipeline fit``'s repeatable options, the experiment's grid); an axis a
+variant does not take does not multiply it."""
+
+
+def expand_grid(axes: dict[str, list[Any]], **common: Any) -> list[SAEConfig]:
+    """Every combination of the values of each axis (:data:`GRID_AXES`; an axis missing or empty is the field's
+    default), with the fields ``common`` to all, for each variant the axes and fields it takes; duplicates (the
+    same name) removed, in first-seen order."""
+    out: list[SAEConfig] = []
+    for variant_ in axes["variant"]:
+        takes = set(variant(variant_).uses)
+        names = [a for a in GRID_AXES[1:] if axes.get(a) and (a not in ARCH_FIELDS or a in takes)]
+        for values in itertools.product(*(axes[a] for a in names)):
+            out.append(SAEConfig.of(variant_, **common, **dict(zip(names, values, strict=True))))
+    return distinct(out)
+
+
+def distinct(saes: list[SAEConfig]) -> list[SAEConfig]:
+    """The SAEs without repeats (two configs of one name are one SAE), in first-seen order."""
+    seen: dict[str, SAEConfig] = {}
+    for cfg in saes:
+        seen.setdefault(cfg.name, cfg)
+    return list(seen.values())
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 device.
 
 A pass reads a store (:class:`StoreSource`), or, for a synthetic model, rows generated on the training device from
-a seeded stream (``harvest/synthetic/stream.py``, which implements the same protocol); either way the runs record a
+a seeded stream (``pipeline/synthetic_source.py``, which implements the same protocol); either way the runs record a
 store, whose held-out rows ``pipeline evaluate`` measures them on.
 
 From a store, two modes give the very same batches (both follow :class:`store.batches.BatchOrder`):

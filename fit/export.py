@@ -1,5 +1,6 @@
 """Export a trained SAE in SAELens' on-disk format (``cfg.json`` + ``sae_weights.safetensors``), under the SAELens
-architecture that computes what ours does at inference:
+architecture that computes what ours does at inference, which each architecture names (its ``saelens``,
+fit/architectures/); why each is right:
 
 - ``baseline``, ``hier``, ``hier-matryoshka`` -> ``standard``: ReLU(x W_enc + b_enc), x_hat = z W_dec + b_dec
   (the prefixes of hier-matryoshka shape training only);
@@ -25,23 +26,15 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from fit.errors import FitError
 from fit.sae import SAE
 from store.format import StoreMeta
 
 SAELENS_FORMAT_VERSION = "6.0.0"
 
-SAELENS_ARCHITECTURES = {"baseline": "standard", "hier": "standard", "hier-matryoshka": "standard",
-                         "topk": "topk", "batchtopk": "jumprelu", "matryoshka": "jumprelu"}
-"""The SAELens architecture that reproduces each variant at inference."""
-
 
 def saelens_architecture(sae: SAE) -> str:
-    try:
-        return SAELENS_ARCHITECTURES[sae.cfg.variant]
-    except KeyError:
-        raise FitError(f"no SAELens architecture is known for variant {sae.cfg.variant!r}: add it to "
-                       "fit/export.py SAELENS_ARCHITECTURES") from None
+    """The SAELens architecture that computes ``sae`` at inference: its architecture's (fit/architectures/)."""
+    return sae.arch.saelens
 
 
 def saelens_tensors(sae: SAE) -> tuple[dict[str, torch.Tensor], str]:

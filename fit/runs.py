@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from fit.config import SAEConfig
 from fit.errors import FitError
 from fit.sae import SAE
+from store.files import replace_atomically
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -39,13 +39,9 @@ TRAINING_FILE = "training.json"
 EVAL_FILE = "eval.json"
 EXPORT_DIR = "saelens"
 CHECKPOINTS_DIR = "checkpoints"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+TRAINING_SCHEMA = 2
+"""training.json's schema version: 2 added ``schema_version``, ``config`` and ``provenance``."""
+READABLE_TRAINING_SCHEMAS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -120,8 +116,14 @@ class RunDir:
             ) from None
 
     def read_training(self) -> dict[str, Any]:
-        """The final summary training.json (present once the run has finished)."""
-        return json.loads(self.training_path.read_text())
+        """The final summary training.json (present once the run has finished), of any schema version this
+        version reads (1: before it carried its schema version, config and provenance)."""
+        summary = json.loads(self.training_path.read_text())
+        version = summary.get("schema_version", 1)
+        if version not in READABLE_TRAINING_SCHEMAS:
+            raise FitError(f"{self.training_path} has schema version {version}; this version of the tool reads "
+                           f"{', '.join(map(str, READABLE_TRAINING_SCHEMAS))}: use a newer release, or train again")
+        return summary
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The metric lines of metrics.jsonl, in order ([] before the first line is written)."""
@@ -189,11 +191,8 @@ def save_weights(sae: SAE, path: Path) -> None:
 
 def save_state(state: dict[str, torch.Tensor], name: str, path: Path) -> None:
     """An SAE's state dict as safetensors (replaced whole, so a kill leaves the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"name": name})
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"name": name}))
 
 
 def load_sae(run_path: str | Path | RunDir, device: str | torch.device = "cpu") -> tuple[SAE, dict[str, Any]]:
@@ -203,8 +202,34 @@ def load_sae(run_path: str | Path | RunDir, device: str | torch.device = "cpu") 
     if not run.weights_path.exists():
         raise FitError(f"{run.path} has not finished training (no sae.safetensors): rerun `pipeline fit` to finish")
     state = load_file(str(run.weights_path))
-    cfg = SAEConfig(**config["sae"])
+    cfg = SAEConfig.from_dict(config["sae"])
     d_model = config["store"]["d_model"]
     sae = SAE(cfg, d_model, store_mean=state.get("norm_mean"), store_std=state.get("norm_std"))
     sae.load_state_dict(state)
     return sae.to(device).eval(), config
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A finished run loaded to be measured or shown: its directory, its SAE and its config.json."""
+
+    run: RunDir
+    sae: SAE
+    config: dict[str, Any]
+
+
+def runs_by_store(paths: list[str | Path], device: str | torch.device,
+                  store_url: str | None = None) -> dict[tuple[str, tuple[int, int]], list[LoadedRun]]:
+    """The finished runs under ``paths``, grouped by the store they are read on (``store_url``, else the one each
+    was trained on) and their held-out rows: the runs of one group share one read of those rows."""
+    groups: dict[tuple[str, tuple[int, int]], list[LoadedRun]] = {}
+    for run in find_runs(list(paths)):
+        if not run.finished:
+            raise FitError(f"{run} has not finished training: rerun its `pipeline fit` command to finish it")
+        sae, config = load_sae(run, device)
+        url = store_url or config.get("store_url")
+        if url is None:
+            raise FitError(f"{run} does not record its store: pass --store")
+        start, stop = config["train"]["heldout_rows"]
+        groups.setdefault((url, (start, stop)), []).append(LoadedRun(run, sae, config))
+    return groups

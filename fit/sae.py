@@ -64,7 +64,7 @@ class SAE(nn.Module):
         self.cfg = cfg
         self.d_model = d_model
         self.n_latents = n = cfg.n_latents(d_model)
-        self.arch = architecture(cfg, n)
+        self.arch = architecture(cfg.variant, cfg.arch_fields, n)
         g = torch.Generator().manual_seed(init_seed(cfg.seed))
         W_dec = fn.unit_rows(torch.randn(n, d_model, generator=g))
         self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())  # D x F: tied at initialisation

@@ -30,15 +30,17 @@ from fit.distributed import World, init_world, shutdown
 from fit.errors import FitError
 from fit.export import export_saelens, saelens_metadata
 from fit.metrics import Throughput, status_line
-from fit.runs import RunDir, check_config, save_weights, write_json_atomic
+from fit.runs import TRAINING_SCHEMA, RunDir, check_config, save_weights
 from fit.sae import SAE
 from fit.stack import SharedNorms
 from fit.tracking import open_tracker
 from fit.trainee import StackTrainer, Trainee, stacks_of
 from store.device import resolve_device
 from store.errors import StoreLockedError
+from store.files import write_json_atomic
 from store.location import StoreLocation
 from store.lock import WriterLock
+from store.provenance import provenance
 from store.reader import ActivationStore, open_store
 
 log = logging.getLogger(__name__)
@@ -327,6 +329,7 @@ def _finish(t: Trainee, cfg: TrainConfig, store: ActivationStore, n_steps: int, 
     metrics = t.run.read_metrics()
     final = metrics[-1] if metrics else {}
     summary = {
+        "schema_version": TRAINING_SCHEMA,
         "name": t.cfg.name,
         "architecture": sae.arch.name,
         "sae": t.cfg.to_dict(),
@@ -338,6 +341,8 @@ def _finish(t: Trainee, cfg: TrainConfig, store: ActivationStore, n_steps: int, 
         "pass_wall_seconds_this_run": wall,
         "final": final,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": t.run.read_config(),
+        "provenance": provenance(t.stack.stack.W_enc.device).to_dict(),
     }
     write_json_atomic(t.run.training_path, summary)
     t.run.drop_checkpoints()

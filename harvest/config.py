@@ -6,8 +6,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harvest.errors import HarvestError
+from store.format import STORAGE_DTYPES
 
-STORE_DTYPES = ("bfloat16", "float16")
+STORE_DTYPES = tuple(STORAGE_DTYPES)
 MAX_CONTEXT = 32768
 COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 LAYER_PLACEHOLDER = "{layer}"

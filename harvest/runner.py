@@ -35,6 +35,7 @@ from store.finalize import finalize
 from store.format import ContextInfo, StoreMeta, ceil_div
 from store.layout import harvest_chunk_rows
 from store.location import StoreLocation
+from store.provenance import provenance
 from store.sink import ChunkSink
 from store.stats import moments_of_pieces
 from store.writer import StoreWriter
@@ -92,8 +93,6 @@ def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute
     # by its content, so that another model put at the same path is not.
     name = local_name(cfg.model)
     info = model_info(model, name, model_weights_digest(cfg.model))
-    from importlib.metadata import version
-
     context = ContextInfo(length=cfg.context_length, include_bos=cfg.include_bos)
 
     return StoreMeta(
@@ -114,7 +113,7 @@ def build_meta(cfg: HarvestConfig, model, tokenizer, source: DataSource, compute
         harvest_config={**{k: v for k, v in vars(cfg).items() if k not in {"storage_options", "shard"}},
                         "batch_size": batch_size},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        software={p: version(p) for p in ("torch", "transformers", "datasets", "zarr")},
+        provenance=provenance(model.device),
     )
 
 

@@ -21,6 +21,7 @@ from itertools import zip_longest
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from store.files import replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,11 @@ def demo_model(cache: Path | None = None) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    replace_atomically(target, save)
     for f in gguf.parent.iterdir():
         f.unlink()
     gguf.parent.rmdir()
@@ -97,12 +99,13 @@ def demo_corpus(cache: Path | None = None) -> Path:
         if doc:
             shakespeare_docs.append("\n\n".join(doc))
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        for kjv, play in zip_longest(kjv_docs, shakespeare_docs):
-            for doc in (kjv, play):
-                if doc:
-                    f.write(json.dumps({"text": doc}) + "\n")
-    tmp.rename(target)
+    def save(tmp: Path) -> None:
+        with tmp.open("w") as f:
+            for kjv, play in zip_longest(kjv_docs, shakespeare_docs):
+                for doc in (kjv, play):
+                    if doc:
+                        f.write(json.dumps({"text": doc}) + "\n")
+
+    replace_atomically(target, save)
     log.info("wrote the demo corpus: %d KJV and %d Shakespeare documents", len(kjv_docs), len(shakespeare_docs))
     return target

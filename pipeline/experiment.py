@@ -1,42 +1,24 @@
 """`pipeline experiment`: the paper's grid, or a sparsity sweep of every architecture, on one store, trained in one
-pass, evaluated and reported; presets (named sets of config values) such as the paper's own code's choices."""
+pass, evaluated and reported (its presets and the sweep's values: :mod:`pipeline.presets`)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fit.architectures import variant
-from fit.config import VARIANTS, SAEConfig, TrainConfig
-from fit.data import Source
-from fit.trainer import StepCallback, fit
+from fit.config import GRID_AXES, VARIANTS, SAEConfig, TrainConfig, distinct
 from pipeline.errors import PipelineError
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.evaluate.runner import evaluate
-from pipeline.report.report import write_report
-from store.reader import open_store
+from pipeline.presets import SWEEP_K, SWEEP_L1, SWEEP_VARIANTS, TOPK_FAMILY
+from pipeline.report import paper
+
+if TYPE_CHECKING:
+    from fit.data import Source
+    from fit.trainer import StepCallback
 
 log = logging.getLogger(__name__)
-
-GRID_AXES = tuple(a for a in ("variant", "seed", "groups", "gamma", "l1", "k") if a in SAEConfig.__dataclass_fields__)
-"""The SAE fields the grid sets; the other SAE fields are the same for every SAE of the experiment."""
-
-TOPK_FAMILY = tuple(v for v in VARIANTS if "k" in variant(v).uses)
-"""Variants whose sparsity is set by k (latents kept per row, or per row on average over a batch); the others are
-swept over the L1 weight lambda."""
-SWEEP_VARIANTS = VARIANTS
-"""Every architecture fit knows (fit/architectures/), each swept."""
-SWEEP_L1 = (0.32, 0.64, 1.28, 2.56, 5.12)
-"""The sweep's lambdas. Measured on the demo store (Gemma-3-270M layer 13, layer-normed input, n = d = 640; one
-stacked pass of 200k tokens, training-batch L0 at its end): lambda 0.04, 0.08, 0.16, 0.32, 0.64, 1.28 gave L0 421,
-395, 353, 290, 206, 133, so L0 falls only ~25% per doubling of lambda there, and the high lambdas were still
-falling; these five continue the doublings to reach the tens (docs/experiment.md). Not yet measured above 1.28."""
-SWEEP_K = (16, 32, 64, 128, 256)
-"""The sweep's k for the TopK family: L0 is k (BatchTopK/Matryoshka: k on average), so 16-256 spans the same
-range as the lambdas' L0."""
-
 
 @dataclass(frozen=True)
 class Grid:
@@ -47,7 +29,8 @@ class Grid:
     ablation_seeds: int = 1
     """Seeds of each ablation configuration."""
     ablations: bool = True
-    """Include K in {3, 7}, gamma in {1.25, 2.0} and lambda = 0.06 (baseline and hier)."""
+    """Include the paper's ablations of K, gamma (hier) and lambda (baseline and hier), at the values it reports
+    (pipeline/report/paper.py ABLATIONS)."""
     sweep: bool = False
     """Instead of the paper's grid, a sparsity sweep: each of --sweep-variant at each --sweep-l1 (L1 variants) or
     --sweep-k (TopK family), --seeds seeds each, all in one pass; the report compares them at matched L0."""
@@ -89,59 +72,20 @@ class Grid:
                                 "raise --expansion")
 
     def saes(self) -> list[SAEConfig]:
-        def make(**fields: Any) -> SAEConfig:
-            return SAEConfig(**fields, **self.sae)
+        def make(variant: str, **fields: Any) -> SAEConfig:
+            return SAEConfig.of(variant, **{**self.sae, **fields})
 
         if self.sweep:
-            out = []
-            for v in self.sweep_variants:
-                settings = [{"k": k} for k in self.sweep_k] if v in TOPK_FAMILY else [
-                    {"l1": lam} for lam in self.sweep_l1]
-                out += [make(variant=v, seed=s, **at) for at in settings for s in range(self.seeds)]
-            return out
-        main = [make(variant=v, seed=s) for v in ("baseline", "hier") for s in range(self.seeds)]
+            return [make(v, seed=s, **at) for v in self.sweep_variants
+                    for at in ([{"k": k} for k in self.sweep_k] if v in TOPK_FAMILY else
+                               [{"l1": lam} for lam in self.sweep_l1])
+                    for s in range(self.seeds)]
+        main = [make(v, seed=s) for v in ("baseline", "hier") for s in range(self.seeds)]
         if not self.ablations:
             return main
-        variations = [dict(variant="hier", groups=3), dict(variant="hier", groups=7),
-                      dict(variant="hier", gamma=1.25), dict(variant="hier", gamma=2.0),
-                      dict(variant="baseline", l1=0.06), dict(variant="hier", l1=0.06)]
-        ablation = [make(**v, seed=s) for v in variations for s in range(self.ablation_seeds)]
-        seen: dict[str, SAEConfig] = {}
-        for cfg in main + ablation:
-            seen.setdefault(cfg.name, cfg)
-        return list(seen.values())
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named set of config values: the SAE fields and training-pass fields it sets. Options given on the command
-    line override it."""
-
-    name: str
-    description: str
-    sae: dict[str, Any]
-    """SAEConfig fields."""
-    train: dict[str, Any]
-    """TrainConfig fields."""
-
-    def __post_init__(self) -> None:
-        # Checked against the configs here, so that a renamed field fails at import, not in a user's run.
-        SAEConfig(**self.sae)
-        TrainConfig(store="-", out="-", **self.train)
-
-    def apply(self, sae: dict[str, Any], train: dict[str, Any], given: set[str]) -> None:
-        """Set the preset's values in the two configs' keyword arguments, except the fields in ``given``."""
-        for target, values in ((sae, self.sae), (train, self.train)):
-            target.update({k: v for k, v in values.items() if k not in given})
-
-
-PRESETS = {p.name: p for p in (
-    Preset("paper-code", "the choices of the code the paper's figures came from: unsquared L2 reconstruction, no "
-           "input normalisation, Adam without weight decay, the paper's lambda 0.04 and batch 2048",
-           sae={"recon": "l2", "norm": "none", "l1": 0.04},
-           train={"weight_decay": 0.0, "batch_size": 2048}),
-)}
-"""The presets, by name (``--preset``)."""
+        ablation = [make(v, seed=s, **{name: value}) for v, name, value in paper.ablations()
+                    for s in range(self.ablation_seeds)]
+        return distinct(main + ablation)
 
 
 def run_experiment(train: TrainConfig, grid: Grid, *, evaluation: dict[str, Any] | None = None,
@@ -149,6 +93,12 @@ def run_experiment(train: TrainConfig, grid: Grid, *, evaluation: dict[str, Any]
     """Train the grid in one pass (on ``source``'s rows when given, e.g. a synthetic stream), evaluate every run
     (``evaluation``: EvaluateConfig fields such as kl_contexts) on the training store and device, and write the
     report to ``train.out``/report."""
+    # The stages load torch, zarr and matplotlib: imported when the experiment runs, not when its options are read.
+    from fit.trainer import fit
+    from pipeline.evaluate.runner import evaluate
+    from pipeline.report.report import write_report
+    from store.reader import open_store
+
     saes = grid.saes()
     grid.check_width((source.store if source is not None else open_store(
         train.store, storage_options=train.storage_options, allow_unsealed=train.allow_unsealed)).d_model)

@@ -1,29 +1,6 @@
 """The activation store: a chunked Zarr v3 group of LM activations, token ids and running statistics.
 
 The format is specified in docs/store-format.md. Write through :class:`store.writer.StoreWriter`, read through
-:func:`store.reader.open_store`; both take a local path or any fsspec URL.
+:func:`store.reader.open_store`; both take a local path or any fsspec URL. The package imports none of its
+modules, so that each may import its siblings without an import cycle.
 """
-
-from store.errors import (
-    CorruptStoreError,
-    IncompleteStoreError,
-    StoreError,
-    StoreLockedError,
-    StoreMismatchError,
-    StoreNotFoundError,
-)
-from store.format import FORMAT_VERSION, StoreMeta
-from store.reader import ActivationStore, open_store
-
-__all__ = [
-    "FORMAT_VERSION",
-    "ActivationStore",
-    "CorruptStoreError",
-    "IncompleteStoreError",
-    "StoreError",
-    "StoreLockedError",
-    "StoreMeta",
-    "StoreMismatchError",
-    "StoreNotFoundError",
-    "open_store",
-]

@@ -12,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+from store.format import STORAGE_DTYPES
+
+TORCH_DTYPES = {name: getattr(torch, name) for name in STORAGE_DTYPES}
+"""The torch dtype of each activation dtype a store holds (store/format.py STORAGE_DTYPES names them)."""
 
 
 def encode(acts_BD: torch.Tensor, dtype: str) -> np.ndarray:

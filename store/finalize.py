@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 
 import numpy as np
 import zarr
@@ -20,6 +18,7 @@ import zarr
 from store import format as fmt
 from store import manifest
 from store.errors import CorruptStoreError, IncompleteStoreError, StoreError
+from store.killpoint import kill_point
 from store.layout import (
     ROOT_DOC,
     array_specs,
@@ -39,21 +38,11 @@ from store.stats import Moments, merge_all
 
 log = logging.getLogger(__name__)
 
-KILL_AT_ENV = "HFG_TEST_KILL_AT"
-"""Test hook: ``finalize:<step>`` (or ``grow:<step>``) makes the process SIGKILL itself right after that step of
-a finalisation (STEPS) or of the start of a store's extension (GROWTH_STEPS)."""
 STEPS = ("resized", "statistics", "completed", "progress-removed", "tidied")
-"""The durable steps of a finalisation, in order; the tests kill the process after each."""
+"""The durable steps of a finalisation, in order; the tests kill the process after each (``finalize:<step>``,
+store/killpoint.py)."""
 GROWTH_STEPS = ("recorded", "marked", "extended")
 """The durable steps that start extending a complete store (``store.writer``), in order."""
-
-
-def kill_point(stage: str, step: str) -> None:
-    """SIGKILL this process if the test hook asks for a kill right after ``stage:step``."""
-    # Inert unless a test asks for it: the only way to test a kill at an exact point in a real process.
-    if os.environ.get(KILL_AT_ENV) == f"{stage}:{step}":
-        log.warning("%s=%s: killing this process", KILL_AT_ENV, os.environ[KILL_AT_ENV])
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _step_done(step: str) -> None:
@@ -122,6 +111,12 @@ def finalize(location: StoreLocation, *, missing_ok: bool = False, reseal: bool 
         for name in (fmt.CHUNK_MEAN, fmt.CHUNK_M2):
             arr = group[name]
             arr.resize((chunks, arr.shape[1]))
+        # A local resize deletes the chunk files beyond the new shape but not their folders: tidied, so that an open's
+        # listing of each array's chunks sees the chunks the store holds and no more.
+        for name in (fmt.ACTIVATIONS, fmt.TOKENS, fmt.CONTEXT_IDS, fmt.POSITIONS, fmt.CHUNK_MEAN, fmt.CHUNK_M2):
+            for entry in location.listdir(f"{name}/c"):
+                if entry.isdigit() and int(entry) >= chunks:
+                    location.remove(f"{name}/c/{entry}", recursive=True)
     _step_done("resized")
     counts = np.full(chunks, chunk_rows)
     counts[-1] = n_rows - (chunks - 1) * chunk_rows
@@ -177,6 +172,13 @@ def _write_root(location: StoreLocation, attrs: dict) -> None:
     meta = fmt.StoreMeta.from_attrs(attrs, where=str(location))
     specs = array_specs(meta)
     node_groups = groups(meta)
+    if location.is_local:
+        # A writer killed inside zarr's write of a local chunk leaves its temporary `<chunk>.<id>.partial` beside it
+        # (the chunk itself is written again on resume): not part of what is sealed.
+        for name in specs:
+            for key in location.find(f"{name}/c"):
+                if key.endswith(".partial"):
+                    location.remove(key)
     nodes, documents = {}, {}
     for name in sorted([*specs, *node_groups]):
         doc = read_doc(location, doc_key(name))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store.errors import CorruptStoreError, StoreError
+from store.provenance import Provenance
 
 FORMAT_NAME = "lm-activation-store"
 FORMAT_VERSION = 2
@@ -29,12 +30,13 @@ VAR = "stats/var"
 # Writer bookkeeping (locks, per-shard progress) lives here while a harvest runs; finalize removes it.
 WORK_DIR = "_harvest"
 
-MADE_AT = ("created_at", "harvest_seconds", "metadata_sha256", "manifest_sha256")
-"""Root attributes that say when (and how long) a store was made, and the seals covering them: the only ones two
-writes of the same store, a resumed one and an uninterrupted one, differ in."""
+MADE_AT = ("created_at", "harvest_seconds", "metadata_sha256", "manifest_sha256", "provenance")
+"""Root attributes that say when (and how long, and by which process) a store was made, and the seals covering them:
+the only ones two writes of the same store, a resumed one and an uninterrupted one, differ in."""
 
 STORAGE_DTYPES = {"bfloat16": "uint16", "float16": "float16"}
-"""Logical activation dtype -> zarr dtype. Zarr 3 has no bfloat16, so bf16 is stored as its raw uint16 bits."""
+"""Logical activation dtype -> zarr dtype: the dtypes a store may hold (``--store-dtype``'s choices; their torch
+types in store/dtypes.py). Zarr 3 has no bfloat16, so bf16 is stored as its raw uint16 bits."""
 
 TARGET_CHUNK_BYTES = 24 * 2**20
 """Activation chunks aim at 16-32 MiB: large enough for full-speed sequential reads from disk and one cheap
@@ -249,6 +251,7 @@ class StoreMeta:
     format_version: int = FORMAT_VERSION
     created_at: str = ""
     software: dict[str, str] = field(default_factory=dict)
+    """Stores written before ``provenance``: the versions of the libraries that wrote it ({} since)."""
     metadata_sha256: str | None = None
     """Format 1 only: sha256 of the root attributes (less this key) and every node's metadata document, in canonical
     JSON, recorded at finalisation (``store.layout.metadata_checksum``); the manifest replaced it."""
@@ -257,6 +260,9 @@ class StoreMeta:
     (store/manifest.py); set when the store is sealed at finalisation, None until then."""
     synthetic: SyntheticInfo | None = None
     """Set for a synthetic store (``pipeline synth``): its model and row stream; None for an LM's activations."""
+    provenance: Provenance | None = None
+    """The tool's version and commit, the libraries' versions and the device that wrote the store, and when
+    (store/provenance.py); None for a store written before it was recorded (see ``software``)."""
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
@@ -362,7 +368,7 @@ class StoreMeta:
 
 
 _PARTS = {"model": ModelInfo, "tokenizer": TokenizerInfo, "dataset": DatasetInfo, "context": ContextInfo,
-          "synthetic": SyntheticInfo}
+          "synthetic": SyntheticInfo, "provenance": Provenance}
 
 
 def schema_problem(cls: type, values: Any, prefix: str = "") -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import zarr
 import zarr.storage
 
 from store.errors import StoreError
+from store.files import write_bytes_atomic
 
 _UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerDisconnectedError",
                 "ConnectionRefusedError", "ConnectionError"}
@@ -167,13 +167,7 @@ class StoreLocation:
         """Write a small file so that readers see either the old or the new content, never a torn one."""
         path = self.path(key)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_bytes_atomic(path, data)
         else:
             # An object PUT replaces the object atomically.
             self.fs.pipe_file(path, data)

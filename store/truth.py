@@ -8,7 +8,7 @@ form a forest: a child fires only where its parent does, and the children of an 
 other. That is the model of SAELens's ``sae_lens.synthetic`` (SynthSAEBench), held here as plain tensors so that
 every stage reads it without SAELens.
 
-Shapes: G true features, D = d_model, R the correlation's rank, S the slots of a row's list of active features
+Shapes: G true features, D = d_model, Q the correlation's rank, S the slots of a row's list of active features
 (padded), B rows. docs/store-format.md specifies the arrays.
 """
 
@@ -56,7 +56,7 @@ class GroundTruth:
     """Whether the feature's children exclude each other (at most one fires in a row)."""
     scale_children_G: torch.Tensor
     """Whether the feature's children are scaled by its coefficient over its mean (else only gated by it)."""
-    correlation_factor_GR: torch.Tensor | None = None
+    correlation_factor_GQ: torch.Tensor | None = None
     """Low-rank factor F of the firing copula's correlation F F^T + diag; None when features fire independently."""
     correlation_diag_G: torch.Tensor | None = None
     """Its diagonal term (1 - |F_g|^2)."""
@@ -69,7 +69,7 @@ class GroundTruth:
                 raise CorruptStoreError(f"ground truth: {f.name} has shape {tuple(t.shape)}, expected ({G},)")
         if self.bias_D.shape != (D,):
             raise CorruptStoreError(f"ground truth: the bias has shape {tuple(self.bias_D.shape)}, expected ({D},)")
-        if (self.correlation_factor_GR is None) != (self.correlation_diag_G is None):
+        if (self.correlation_factor_GQ is None) != (self.correlation_diag_G is None):
             raise CorruptStoreError("ground truth: the correlation needs both its factor and its diagonal")
         parent = self.parent_G
         bad = (parent < -1) | (parent >= G) | (parent == torch.arange(G))
@@ -89,7 +89,7 @@ class GroundTruth:
 
     @property
     def rank(self) -> int:
-        return 0 if self.correlation_factor_GR is None else self.correlation_factor_GR.shape[1]
+        return 0 if self.correlation_factor_GQ is None else self.correlation_factor_GQ.shape[1]
 
     @property
     def max_depth(self) -> int:
@@ -125,8 +125,8 @@ class GroundTruth:
             "parent": self.parent_G, "depth": self.depth_G, "exclusive": self.exclusive_G,
             "scale_children": self.scale_children_G, "children_offsets": offsets, "children": child,
         }
-        if self.correlation_factor_GR is not None:
-            out |= {"correlation_factor": self.correlation_factor_GR, "correlation_diag": self.correlation_diag_G}
+        if self.correlation_factor_GQ is not None:
+            out |= {"correlation_factor": self.correlation_factor_GQ, "correlation_diag": self.correlation_diag_G}
         return {name: _stored(name, t) for name, t in out.items()}
 
     @classmethod
@@ -144,7 +144,7 @@ class GroundTruth:
             magnitude_mean_G=t["magnitude_mean"].float(), magnitude_std_G=t["magnitude_std"].float(),
             parent_G=t["parent"].long(), depth_G=t["depth"].long(), exclusive_G=t["exclusive"].bool(),
             scale_children_G=t["scale_children"].bool(),
-            correlation_factor_GR=t["correlation_factor"].float() if "correlation_factor" in t else None,
+            correlation_factor_GQ=t["correlation_factor"].float() if "correlation_factor" in t else None,
             correlation_diag_G=t["correlation_diag"].float() if "correlation_diag" in t else None,
         )
         if "children" in t and not (torch.equal(truth.children[1], t["children"].long())

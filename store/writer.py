@@ -27,7 +27,8 @@ import zarr
 from store import dtypes, truth
 from store import format as fmt
 from store.errors import IncompleteStoreError, StoreError, StoreLockedError, StoreMismatchError, StoreNotFoundError
-from store.finalize import finalize, kill_point
+from store.finalize import finalize
+from store.killpoint import kill_point
 from store.layout import ROOT_DOC, RowMap, ShardRows, array_shape, create_or_open_arrays, read_meta, shard_chunks
 from store.location import StoreLocation
 from store.lock import WriterLock

@@ -39,7 +39,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("fit batch 0", ["fit", "--store", "{store}", "--out", "{out}", "--batch-size", "0"], ["--batch-size"]),
     ("fit tokens below a batch", ["fit", "--store", "{store}", "--out", "{out}", "--tokens", "10"], ["--tokens"]),
     ("fit streams 3", ["fit", "--store", "{store}", "--out", "{out}", "--streams", "3"], ["--streams 3"]),
-    ("fit K 0", ["fit", "--store", "{store}", "--out", "{out}", "-K", "0"], ["groups >= 1"]),
+    ("fit K 0", ["fit", "--store", "{store}", "--out", "{out}", "-K", "0"], ["-K >= 1"]),
     ("fit no store", ["fit", "--store", "{missing}", "--out", "{out}"], ["no activation store"]),
     ("fit device cuda without a GPU", ["fit", "--store", "{store}", "--out", "{out}", "--device", "cuda"],
      ["no CUDA GPU", "--device cpu"]),

@@ -9,7 +9,7 @@ from cli_helpers import run_cli
 
 from harvest.data import ContextStream, DataSource
 from harvest.lm import LayerCapture, load_model
-from store import open_store
+from store.reader import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,10 @@ from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
 from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
 
-from store import dtypes, open_store
+from store import dtypes
 from store.errors import StoreLockedError
 from store.location import StoreLocation
+from store.reader import open_store
 from store.verify import verify_store
 from store.writer import StoreWriter
 

@@ -2,16 +2,25 @@
 
 One small module per architecture: :mod:`.relu_l1` (``baseline``, ``hier``), :mod:`.topk` (``topk``, and the part
 every TopK-family SAE shares, AuxK included), :mod:`.batchtopk` (``batchtopk``), :mod:`.matryoshka` (``matryoshka``,
-``hier-matryoshka``); :mod:`.base` says what an architecture provides. Adding one is one module with a
-``@register`` class, imported below.
+``hier-matryoshka``); :mod:`.base` says what an architecture provides. Each module defines its class and its fields
+(a frozen dataclass: the config fields it takes, their defaults and checks) and imports neither the registry nor
+the configs; adding one is that module and one ``register`` line below.
 """
 
-# isort: off
-# Each registers its variants; in this order, which is --variant's (the paper's two first).
-from fit.architectures import relu_l1, topk, batchtopk, matryoshka  # noqa: F401
-# isort: on
 from fit.architectures.base import Architecture, Batch, Buffers, Output
-from fit.architectures.registry import ARCH_FIELDS, architecture, register, variant, variants
+from fit.architectures.batchtopk import BatchTopK
+from fit.architectures.matryoshka import HierMatryoshka, HierMatryoshkaFields, Matryoshka, MatryoshkaFields
+from fit.architectures.registry import ARCH_FIELDS, Variant, architecture, register, variant, variants
+from fit.architectures.relu_l1 import BaselineFields, HierFields, ReLUL1
+from fit.architectures.topk import TopK, TopKFields
 
-__all__ = ["ARCH_FIELDS", "Architecture", "Batch", "Buffers", "Output", "architecture", "register", "variant",
-           "variants"]
+# In --variant's order (the paper's two first).
+register("baseline", ReLUL1, BaselineFields)
+register("hier", ReLUL1, HierFields)
+register("topk", TopK, TopKFields)
+register("batchtopk", BatchTopK, TopKFields)
+register("matryoshka", Matryoshka, MatryoshkaFields)
+register("hier-matryoshka", HierMatryoshka, HierMatryoshkaFields)
+
+__all__ = ["ARCH_FIELDS", "Architecture", "Batch", "Buffers", "Output", "Variant", "architecture", "register",
+           "variant", "variants"]

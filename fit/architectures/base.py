@@ -8,7 +8,8 @@ counters), saved in sae.safetensors and in checkpoints. Shared and defined elsew
 unit-norm linear decoder's parameters (:mod:`fit.sae`), the per-member reconstruction loss kind and the stacking
 of many SAEs (:mod:`fit.stack`), the constrained optimiser (:mod:`fit.optim`).
 
-An architecture object is built for one configuration and width (``cls(cfg, n_latents)``); SAEs whose objects have
+An architecture object is built for one configuration's fields (its fields class, e.g.
+:class:`fit.architectures.relu_l1.HierFields`) and width (``cls(fields, n_latents)``); SAEs whose objects have
 equal :attr:`Architecture.key` train as one stack. Training always sees the members first (``x_n (1 or M, B, D)``,
 ``W_enc (M, D, F)``, ``b_enc (M, 1, F)``, ``W_dec (M, F, D)``, ``b_dec (M, 1, D)``, buffers ``(M, ...)``);
 ``encode`` broadcasts over leading dimensions so one definition serves a single SAE and a stack.
@@ -18,16 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 
 from fit import functional as fn
 from fit import sparse
-
-if TYPE_CHECKING:
-    from fit.config import SAEConfig
+from fit.errors import FitError
 
 Buffers = dict[str, torch.Tensor]
 Latents = torch.Tensor | sparse.Pairs
@@ -81,7 +80,11 @@ class Architecture(Protocol):
     """Sparse by construction (TopK family: at most k per row): steps through pairs unless ``--sparse off``;
     otherwise (ReLU-L1) only once its measured L0 is low enough, under ``--sparse auto``."""
 
-    def __init__(self, cfg: SAEConfig, n_latents: int) -> None: ...
+    saelens: str
+    """The SAELens architecture that computes this one at inference (``standard``, ``topk``, ``jumprelu``), under
+    which :mod:`fit.export` writes it."""
+
+    def __init__(self, cfg: Any, n_latents: int) -> None: ...
 
     def buffers(self) -> Buffers:
         """The SAE's own tensors beside its parameters, at initialisation (latents last), saved with its weights."""
@@ -154,7 +157,14 @@ def prefix_losses(batch: Batch, z: Latents, ends: list[int]) -> tuple[torch.Tens
     return torch.stack(losses).mean(dim=0), x_hat
 
 
-def prefix_ends(cfg: SAEConfig, n_latents: int) -> list[int]:
+def check_prefixes(fields: Any) -> None:
+    """Matryoshka prefix ends must be increasing positive latent counts (a list from config.json becomes a tuple)."""
+    object.__setattr__(fields, "prefixes", tuple(int(p) for p in fields.prefixes))
+    if any(p < 1 for p in fields.prefixes) or list(fields.prefixes) != sorted(set(fields.prefixes)):
+        raise FitError(f"--prefixes must be increasing positive latent counts, got {list(fields.prefixes)}")
+
+
+def prefix_ends(cfg: Any, n_latents: int) -> list[int]:
     """Where Matryoshka's prefixes end: ``cfg.prefixes``, else the ends of the K groups of ``cfg.groups``; the whole
     dictionary (``n_latents``) is always the last."""
     ends = list(cfg.prefixes) or [b for _, b in fn.group_bounds(n_latents, cfg.groups)]

@@ -14,8 +14,7 @@ import torch
 
 from fit import sparse
 from fit.architectures.base import Buffers, across_ranks, pre_activations
-from fit.architectures.registry import register
-from fit.architectures.topk import TOPK_FIELDS, TopKFamily
+from fit.architectures.topk import TopKFamily
 
 THRESHOLD_DECAY = 0.99
 """Weight of the running threshold against each step's minimum (SAELens's default rate, 1 - 0.01)."""
@@ -44,6 +43,10 @@ def threshold_encode(pre: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 class BatchTopKFamily(TopKFamily):
     """BatchTopK's selection during training and its threshold at inference (Matryoshka shares both)."""
 
+    saelens = "jumprelu"
+    """At inference a ReLU that keeps the pre-activations above the threshold: SAELens's JumpReLU with the threshold
+    as a vector (:mod:`fit.export`)."""
+
     def buffers(self) -> Buffers:
         return {**super().buffers(), "threshold": torch.tensor(UNSET)}
 
@@ -56,6 +59,5 @@ class BatchTopKFamily(TopKFamily):
         return threshold_encode(pre_activations(x_n, W_enc, b_enc), buffers["threshold"])
 
 
-@register("batchtopk", uses=TOPK_FIELDS)
 class BatchTopK(BatchTopKFamily):
     name = "batchtopk"

@@ -10,33 +10,57 @@ input on their own.
   reconstruction term instead of the plain one: the ablation separating ordered penalties from nested
   reconstruction.
 
-Prefix ends: ``SAEConfig.prefixes``, else the ends of the K groups of ``groups`` (the hierarchical SAE's), so the
+Prefix ends: ``prefixes``, else the ends of the K groups of ``groups`` (the hierarchical SAE's), so the
 two are compared group for group; the whole dictionary is always the last prefix. Metrics per group are per
 segment between consecutive ends (matryoshka) or per penalty group (hier-matryoshka).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
 from fit import functional as fn
-from fit.architectures.base import Batch, Latents, Output, prefix_ends, prefix_losses, segments
+from fit.architectures.base import Batch, Latents, Output, check_prefixes, prefix_ends, prefix_losses, segments
 from fit.architectures.batchtopk import BatchTopKFamily
-from fit.architectures.registry import register
-from fit.architectures.relu_l1 import ReLUL1
-from fit.architectures.topk import TOPK_FIELDS
-
-if TYPE_CHECKING:
-    from fit.config import SAEConfig
+from fit.architectures.relu_l1 import HierFields, ReLUL1
+from fit.architectures.topk import TopKFields
+from fit.errors import FitError
 
 
-@register("matryoshka", uses=("groups", "prefixes", *TOPK_FIELDS))
+@dataclass(frozen=True)
+class MatryoshkaFields(TopKFields):
+    """BatchTopK's fields and where the prefixes end."""
+
+    groups: int = 5
+    """Prefixes end at the ends of K equal groups, the hierarchical SAE's (unless ``prefixes`` is given)."""
+    prefixes: tuple[int, ...] = ()
+    """Prefix ends as latent counts, increasing; empty: the ends of the K groups."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.groups < 1:
+            raise FitError(f"-K must be at least 1, got {self.groups}")
+        check_prefixes(self)
+
+
+@dataclass(frozen=True)
+class HierMatryoshkaFields(HierFields):
+    """The hierarchical SAE's fields and where the prefixes end."""
+
+    prefixes: tuple[int, ...] = ()
+    """Prefix ends as latent counts, increasing; empty: the ends of the K groups."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_prefixes(self)
+
+
 class Matryoshka(BatchTopKFamily):
     name = "matryoshka"
 
-    def __init__(self, cfg: SAEConfig, n_latents: int) -> None:
+    def __init__(self, cfg: MatryoshkaFields, n_latents: int) -> None:
         super().__init__(cfg, n_latents)
         self.ends = prefix_ends(cfg, n_latents)
         self.key = (*self.key, tuple(self.ends))
@@ -47,11 +71,10 @@ class Matryoshka(BatchTopKFamily):
         return x_hat, mean_loss
 
 
-@register("hier-matryoshka", uses=("groups", "prefixes", "gamma", "l1"))
 class HierMatryoshka(ReLUL1):
     name = "hier-matryoshka"
 
-    def __init__(self, cfg: SAEConfig, n_latents: int) -> None:
+    def __init__(self, cfg: HierMatryoshkaFields, n_latents: int) -> None:
         super().__init__(cfg, n_latents)
         self.ends = prefix_ends(cfg, n_latents)
         self.key = (self.name, tuple(self.ends))

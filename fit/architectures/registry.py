@@ -1,19 +1,17 @@
-"""Architectures by variant name: ``@register("topk", uses=(...))`` on a class is all a new one needs.
+"""Architectures by variant name: a leaf that imports no architecture. Each architecture module defines its class and
+the fields it takes (a small frozen dataclass); :mod:`fit.architectures` registers them, explicitly and in
+``--variant``'s order, as SAELens's ``registry.py`` is filled by its package.
 
-A variant (``SAEConfig.variant``, the CLI's ``--variant``) names one architecture class and the SAEConfig fields it
-uses; :class:`fit.config.SAEConfig` normalises the fields a variant does not use (so a grid over them does not train
-the same SAE twice) and names runs after the fields it does use.
+A variant (``SAEConfig.variant``, the CLI's ``--variant``) names one architecture class and its fields class: the
+fields it takes, their defaults and their checks. :class:`fit.config.SAEConfig` refuses a field the variant does not
+take and names runs after the fields that make a difference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from fit.architectures.base import Architecture
-    from fit.config import SAEConfig
+from typing import Any
 
 ARCH_FIELDS = ("groups", "prefixes", "gamma", "l1", "k", "aux_alpha", "aux_k", "dead_tokens")
 """The SAEConfig fields that belong to some architectures and not others, in the order run names show them."""
@@ -24,28 +22,36 @@ class Variant:
     name: str
     """The variant's name (``--variant``)."""
     cls: type
-    """The architecture class: ``cls(cfg, n_latents)`` is an :class:`Architecture`."""
-    uses: tuple[str, ...]
-    """The fields of :data:`ARCH_FIELDS` it reads (the others are normalised away)."""
+    """The architecture class: ``cls(fields, n_latents)`` is an :class:`fit.architectures.base.Architecture`."""
+    fields: type
+    """Its fields: a frozen dataclass whose init fields are the :data:`ARCH_FIELDS` it takes (with their defaults,
+    checked in its ``__post_init__``); fields with ``init=False`` are the values it fixes (the baseline's one
+    group)."""
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """The :data:`ARCH_FIELDS` this variant takes, in run-name order."""
+        taken = {f.name for f in dataclasses.fields(self.fields) if f.init}
+        return tuple(f for f in ARCH_FIELDS if f in taken)
+
+    def defaults(self) -> dict[str, Any]:
+        """Each field it takes, at its default."""
+        made = self.fields()
+        return {name: getattr(made, name) for name in self.uses}
 
 
 _VARIANTS: dict[str, Variant] = {}
 
 
-def register(name: str, *, uses: tuple[str, ...]) -> Callable[[type], type]:
-    """Class decorator: the class is the architecture of variant ``name``, which reads the SAEConfig fields ``uses``
-    (a class may serve several variants, e.g. ``baseline`` and ``hier``)."""
-    unknown = set(uses) - set(ARCH_FIELDS)
+def register(name: str, cls: type, fields: type) -> None:
+    """Make ``cls`` the architecture of variant ``name``, taking ``fields`` (a class may serve several variants,
+    e.g. ``baseline`` and ``hier``, with different fields)."""
+    if name in _VARIANTS:
+        raise ValueError(f"variant {name!r} is registered twice")
+    unknown = {f.name for f in dataclasses.fields(fields) if f.init} - set(ARCH_FIELDS)
     if unknown:
-        raise ValueError(f"variant {name!r} uses unknown fields {sorted(unknown)}: add them to ARCH_FIELDS")
-
-    def add(cls: type) -> type:
-        if name in _VARIANTS:
-            raise ValueError(f"variant {name!r} is registered twice")
-        _VARIANTS[name] = Variant(name, cls, tuple(f for f in ARCH_FIELDS if f in uses))
-        return cls
-
-    return add
+        raise ValueError(f"variant {name!r} takes unknown fields {sorted(unknown)}: add them to ARCH_FIELDS")
+    _VARIANTS[name] = Variant(name, cls, fields)
 
 
 def variants() -> tuple[str, ...]:
@@ -58,6 +64,7 @@ def variant(name: str) -> Variant:
     return _VARIANTS[name]
 
 
-def architecture(cfg: SAEConfig, n_latents: int) -> Architecture:
-    """The architecture of ``cfg``'s variant for an SAE of ``n_latents`` latents."""
-    return _VARIANTS[cfg.variant].cls(cfg, n_latents)
+def architecture(name: str, fields: Any, n_latents: int) -> Any:
+    """The architecture of variant ``name`` with these fields (an instance of its fields class) for an SAE of
+    ``n_latents`` latents."""
+    return _VARIANTS[name].cls(fields, n_latents)

@@ -7,26 +7,54 @@ Loss: ``recon + l1_scale * mean_rows sum_j w_j z_j``. With ``Batch.pairs`` the s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import torch
 
 from fit import functional as fn
 from fit import sparse
 from fit.architectures.base import Batch, Buffers, Output, decode
-from fit.architectures.registry import register
-
-if TYPE_CHECKING:
-    from fit.config import SAEConfig
+from fit.errors import FitError
 
 
-@register("hier", uses=("groups", "gamma", "l1"))
-@register("baseline", uses=("l1",))  # the decorator nearest the class registers first
+@dataclass(frozen=True)
+class BaselineFields:
+    """The baseline's field: one L1 weight for every latent."""
+
+    l1: float = 0.04
+    """The L1 weight lambda (the paper's 0.04)."""
+    groups: int = field(default=1, init=False)
+    """One penalty group: the weight is uniform."""
+    gamma: float = field(default=1.0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.l1 < 0:
+            raise FitError(f"the L1 weight must be non-negative, got --l1 {self.l1}")
+
+
+@dataclass(frozen=True)
+class HierFields(BaselineFields):
+    """The hierarchical SAE's fields: group k of K weighted ``l1 * gamma**(k-1)``."""
+
+    groups: int = 5
+    """K, the number of equal latent groups (the paper's 5)."""
+    gamma: float = 1.5
+    """The penalty multiplier between consecutive groups (the paper's 1.5)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.groups < 1 or self.gamma <= 0:
+            raise FitError(f"the grouped penalty needs -K >= 1 and --gamma > 0, got K={self.groups}, "
+                           f"gamma={self.gamma}")
+
+
 class ReLUL1:
     name = "relu-l1"
+    saelens = "standard"
+    """The SAELens architecture that computes this one at inference (:mod:`fit.export`): ReLU(x W_enc + b_enc)."""
     sparse_latents = False
 
-    def __init__(self, cfg: SAEConfig, n_latents: int) -> None:
+    def __init__(self, cfg: BaselineFields, n_latents: int) -> None:
         self.cfg, self.n_latents = cfg, n_latents
         self.key: tuple = (self.name,)
         self.group_bounds = fn.group_bounds(n_latents, cfg.groups)

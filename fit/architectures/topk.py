@@ -15,7 +15,7 @@ pairs (:mod:`fit.sparse`) unless ``Batch.pairs`` is off (the dense reference, sa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -33,16 +33,37 @@ from fit.architectures.base import (
     pre_activations,
     select_dense,
 )
-from fit.architectures.registry import register
+from fit.errors import FitError
 
-if TYPE_CHECKING:
-    from fit.config import SAEConfig
-
-TOPK_FIELDS = ("k", "aux_alpha", "aux_k", "dead_tokens")
-"""The SAEConfig fields every TopK-family variant uses."""
+AUX_K = 512
+"""AuxK's dead latents per row by default (Gao et al.'s), capped at half the latents; a value given is never capped
+(:meth:`fit.config.SAEConfig.n_latents` refuses one above half)."""
 
 
-def aux_k_of(cfg: SAEConfig, n_latents: int) -> int:
+@dataclass(frozen=True)
+class TopKFields:
+    """The fields every TopK-family SAE takes (TopK and BatchTopK take these alone)."""
+
+    k: int = 64
+    """Active latents per row (BatchTopK: per row on average over the batch)."""
+    aux_alpha: float = 0.0
+    """Weight of the AuxK dead-latent loss (Gao et al. use 1/32); 0 turns it off."""
+    aux_k: int = AUX_K
+    """AuxK's dead latents per row."""
+    dead_tokens: int = 1_000_000
+    """Rows without firing after which a latent is dead for AuxK."""
+    groups: int = field(default=1, init=False)
+    """One group for the per-group metrics."""
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise FitError(f"--k must be at least 1, got {self.k}")
+        if self.aux_alpha < 0 or self.aux_k < 1 or self.dead_tokens < 1:
+            raise FitError(f"need --aux-alpha >= 0, --aux-k >= 1 and --dead-tokens >= 1, got {self.aux_alpha}, "
+                           f"{self.aux_k} and {self.dead_tokens}")
+
+
+def aux_k_of(cfg: TopKFields, n_latents: int) -> int:
     """AuxK's latents per row: ``cfg.aux_k``, at most half the dictionary (and at least 1)."""
     return max(1, min(cfg.aux_k, n_latents // 2))
 
@@ -60,9 +81,12 @@ class TopKFamily:
     Matryoshka, how the reconstruction loss is made (:meth:`reconstruction`)."""
 
     name = "topk"
+    saelens = "topk"
+    """The SAELens architecture that computes this one at inference (:mod:`fit.export`): each row's k largest
+    pre-activations, ReLU'd."""
     sparse_latents = True
 
-    def __init__(self, cfg: SAEConfig, n_latents: int) -> None:
+    def __init__(self, cfg: TopKFields, n_latents: int) -> None:
         self.cfg, self.n_latents = cfg, n_latents
         self.k = cfg.k
         self.aux_alpha = cfg.aux_alpha
@@ -153,6 +177,5 @@ class TopKFamily:
         return torch.where(ok, auxk, torch.zeros_like(auxk))
 
 
-@register("topk", uses=TOPK_FIELDS)
 class TopK(TopKFamily):
     name = "topk"

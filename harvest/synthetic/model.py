@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from harvest.errors import HarvestError
 from harvest.synthetic.presets import PRESETS
+from store.files import replace_atomically, write_json_atomic
 from store.truth import GroundTruth
 
 log = logging.getLogger(__name__)
@@ -113,11 +114,9 @@ def load_or_build(spec: ModelSpec, cache: str | Path | None = None, device: str 
         except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
             log.warning("the cached synthetic model in %s is unreadable (%s): building it again", folder, exc)
     truth = build(spec, device, on_progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{TENSORS_FILE}.{os.getpid()}.tmp"
-    save_file({k: v.contiguous() for k, v in to_tensors(truth).items()}, str(tmp))
-    (folder / CONFIG_FILE).write_text(json.dumps(spec.config, indent=2))
-    os.replace(tmp, folder / TENSORS_FILE)
+    write_json_atomic(folder / CONFIG_FILE, spec.config)
+    tensors = {k: v.contiguous() for k, v in to_tensors(truth).items()}
+    replace_atomically(folder / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp)))
     log.info("cached the synthetic model %s in %s", spec.name, folder)
     return truth
 
@@ -163,7 +162,7 @@ def from_sae_lens(model: Any) -> GroundTruth:
         probability_G=cpu(gen.firing_probabilities), magnitude_mean_G=cpu(gen.mean_firing_magnitudes),
         magnitude_std_G=cpu(gen.std_firing_magnitudes), parent_G=parent, depth_G=depth, exclusive_G=exclusive,
         scale_children_G=scale,
-        correlation_factor_GR=None if corr is None else cpu(corr.correlation_factor),
+        correlation_factor_GQ=None if corr is None else cpu(corr.correlation_factor),
         correlation_diag_G=None if corr is None else cpu(corr.correlation_diag),
     )
 
@@ -177,8 +176,8 @@ def to_sae_lens(truth: GroundTruth, device: str | torch.device = "cpu") -> tuple
     fd.bias.data = truth.bias_D.to(device).clone()
     modifier = synthetic.hierarchy_modifier(_nodes(truth)) if int((truth.depth_G >= 0).sum()) else None
     corr = None
-    if truth.correlation_factor_GR is not None:
-        corr = (truth.correlation_factor_GR.to(device), truth.correlation_diag_G.to(device))
+    if truth.correlation_factor_GQ is not None:
+        corr = (truth.correlation_factor_GQ.to(device), truth.correlation_diag_G.to(device))
     gen = synthetic.ActivationGenerator(
         truth.n_features, truth.probability_G.to(device), std_firing_magnitudes=truth.magnitude_std_G.to(device),
         mean_firing_magnitudes=truth.magnitude_mean_G.to(device), modify_activations=modifier,

@@ -23,7 +23,6 @@ from harvest.synthetic.model import ModelSpec, load_or_build, spec_of
 from harvest.synthetic.sampler import BLOCK_ROWS, Block, Stream, make_sampler
 from store import dtypes
 from store.device import resolve_device
-from store.finalize import kill_point
 from store.format import (
     ContextInfo,
     DatasetInfo,
@@ -33,7 +32,9 @@ from store.format import (
     TokenizerInfo,
     default_chunk_rows,
 )
+from store.killpoint import kill_point
 from store.location import StoreLocation
+from store.provenance import provenance
 from store.stats import moments_of_pieces
 from store.truth import GroundTruth
 from store.writer import StoreWriter
@@ -87,24 +88,12 @@ def synthetic_meta(spec: ModelSpec, truth: GroundTruth, *, seed: int, first_row:
         layer=0, hook_point="synthetic", d_model=truth.d_model, dtype=store_dtype, compute_dtype="float32",
         n_rows=n_rows, tokens_requested=n_rows, chunk_rows=chunk_rows or default_chunk_rows(truth.d_model),
         harvest_config=settings, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        software=_software(),
+        provenance=provenance(device),
         synthetic=SyntheticInfo(
             name=spec.name, config=spec.config, config_file=spec.source, model_digest=digest, seed=seed,
             first_row=first_row, block_rows=BLOCK_ROWS, sampler=sampler, device=device.type,
             n_features=truth.n_features, rank=truth.rank, n_children=int((truth.parent_G >= 0).sum()), slots=slots),
     )
-
-
-def _software() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for p in ("torch", "zarr", "sae-lens"):
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            out[p] = "not installed"
-    return out
 
 
 def synthesize(cfg: SynthConfig, on_progress: Progress | None = None,

@@ -24,7 +24,7 @@ binary search), and ``x`` summed from the active rows of the dictionary.
 ``(seed, j)`` alone, so any row range (a store's chunk, a training batch, a resumed pass) is reproduced exactly,
 on the same kind of device (CPU and CUDA generators give different numbers).
 
-Shapes: B rows, G true features, D = d_model, R the correlation's rank, S slots per row, P active pairs.
+Shapes: B rows, G true features, D = d_model, Q the correlation's rank, S slots per row, P active pairs.
 """
 
 from __future__ import annotations
@@ -119,9 +119,9 @@ class FastSampler:
         self.dictionary_GD, self.bias_D = dev(truth.dictionary_GD), dev(truth.bias_D)
         self.p_G = dev(truth.probability_G).clamp(0.0, 1.0)
         self.mean_G, self.std_G = dev(truth.magnitude_mean_G), dev(truth.magnitude_std_G)
-        self.correlated = truth.correlation_factor_GR is not None
+        self.correlated = truth.correlation_factor_GQ is not None
         if self.correlated:
-            self.factor_GR = dev(truth.correlation_factor_GR)
+            self.factor_GR = dev(truth.correlation_factor_GQ)
             self.diag_sqrt_G = dev(truth.correlation_diag_G).sqrt()
             # SAELens's threshold: Phi^-1(1 - p) = sqrt(2) erfinv(1 - 2p).
             self.threshold_G = math.sqrt(2) * torch.erfinv(1 - 2 * self.p_G)
@@ -133,13 +133,13 @@ class FastSampler:
         self.exclusive_G, self.scale_children_G = dev(truth.exclusive_G), dev(truth.scale_children_G)
         self.max_depth = truth.max_depth
 
-    def _fires(self, row: torch.Tensor, feat: torch.Tensor, eps_BR: torch.Tensor | None,
+    def _fires(self, row: torch.Tensor, feat: torch.Tensor, eps_BQ: torch.Tensor | None,
                gen: torch.Generator) -> torch.Tensor:
         """Whether each (row, feature) trial fires: Bernoulli(p), or its copula probability given the row's factor."""
-        if eps_BR is None:
+        if eps_BQ is None:
             q = self.p_G[feat]
         else:
-            shift = (eps_BR[row] * self.factor_GR[feat]).sum(-1)
+            shift = (eps_BQ[row] * self.factor_GR[feat]).sum(-1)
             q = _upper_tail((self.threshold_G[feat] - shift) / self.diag_sqrt_G[feat])
         return torch.rand(len(feat), generator=gen, device=self.device) < q
 
@@ -148,13 +148,13 @@ class FastSampler:
         return (self.mean_G[feat] + self.std_G[feat] * noise).relu()
 
     # -- features without a parent ---------------------------------------------------------------------------
-    def _fire_free(self, n: int, eps_BR: torch.Tensor | None, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    def _fire_free(self, n: int, eps_BQ: torch.Tensor | None, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         """(row, feature) of every firing feature that has no parent."""
         rows, feats = [], []
-        tile = TILE_ROWS if eps_BR is not None else n
+        tile = TILE_ROWS if eps_BQ is not None else n
         for start in range(0, n, tile):
             m = min(tile, n - start)
-            r, f = self._fire_tile(m, None if eps_BR is None else eps_BR[start : start + m], gen)
+            r, f = self._fire_tile(m, None if eps_BQ is None else eps_BQ[start : start + m], gen)
             rows.append(r + start)
             feats.append(f)
         return torch.cat(rows), torch.cat(feats)
@@ -188,7 +188,7 @@ class FastSampler:
 
     # -- children, level by level ---------------------------------------------------------------------------
     def _children(self, row: torch.Tensor, parent: torch.Tensor, parent_value: torch.Tensor,
-                  eps_BR: torch.Tensor | None, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+                  eps_BQ: torch.Tensor | None, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         """The active children of these active parent pairs: each child drawn only in its parent's rows (given the
         row's copula factor a child fires independently of its parent, and where its parent is off it is gated
         off), then its coefficient, one child kept per exclusive parent, and the parent's scaling."""
@@ -196,7 +196,7 @@ class FastSampler:
         pair = torch.repeat_interleave(torch.arange(len(parent), device=self.device), counts)
         within = torch.arange(len(pair), device=self.device) - (torch.cumsum(counts, 0) - counts)[pair]
         child = self.child[self.child_offsets[parent[pair]] + within]
-        fired = self._fires(row[pair], child, eps_BR, gen)
+        fired = self._fires(row[pair], child, eps_BQ, gen)
         pair, child = pair[fired], child[fired]
         value = self._coefficients(child, gen)
         on = value > 0
@@ -216,10 +216,10 @@ class FastSampler:
 
     # -- a block ----------------------------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator) -> Block:
-        eps_BR = None
+        eps_BQ = None
         if self.correlated:
-            eps_BR = torch.randn(n, self.factor_GR.shape[1], generator=generator, device=self.device)
-        row, feat = self._fire_free(n, eps_BR, generator)
+            eps_BQ = torch.randn(n, self.factor_GR.shape[1], generator=generator, device=self.device)
+        row, feat = self._fire_free(n, eps_BQ, generator)
         value = self._coefficients(feat, generator)
         on = value > 0
         rows, feats, values = [row[on]], [feat[on]], [value[on]]
@@ -228,7 +228,7 @@ class FastSampler:
             has = self.n_children_G[feat] > 0
             if not bool(has.any()):
                 break
-            r, f, v = self._children(row[has], feat[has], value[has], eps_BR, generator)
+            r, f, v = self._children(row[has], feat[has], value[has], eps_BQ, generator)
             rows.append(r)
             feats.append(f)
             values.append(v)

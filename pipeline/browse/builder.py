@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fit.runs import RunDir, find_runs, load_sae
+from fit.runs import RunDir, runs_by_store
 from fit.sae import SAE
 from harvest.lm import load_store_lm, load_store_tokenizer
 from pipeline.browse import pages
@@ -92,19 +92,15 @@ def _similar(members: list[Run]) -> dict[str, list[list[list]]]:
 
 def _load_runs(cfg: BrowseConfig, dev: torch.device) -> dict[tuple[str, tuple[int, int]], list[Run]]:
     """The runs, grouped by the store and held-out rows they are shown on."""
-    runs = find_runs(list(cfg.runs))
-    by_store: dict[tuple[str, tuple[int, int]], list[Run]] = defaultdict(list)
-    for key, run in zip(_keys(runs), runs, strict=True):
-        sae, config = load_sae(run, dev)
-        url = cfg.store_url or config.get("store_url")
-        if url is None:
-            raise PipelineError(f"{run} does not record its store: pass --store")
-        start, stop = config["train"]["heldout_rows"]
+    groups = runs_by_store(list(cfg.runs), dev, cfg.store_url)
+    loaded = [r for members in groups.values() for r in members]
+    keys = dict(zip((r.run.path for r in loaded), _keys([r.run for r in loaded]), strict=True))
+    for (_, (start, stop)), members in groups.items():
         if stop <= start:
-            raise PipelineError(f"{run} has no held-out rows (trained with --holdout 0): the browser shows "
+            raise PipelineError(f"{members[0].run} has no held-out rows (trained with --holdout 0): the browser shows "
                                 "held-out rows only, so retrain with --holdout above 0")
-        by_store[(url, (start, stop))].append(Run(key, run, sae, config))
-    return by_store
+    return {group: [Run(keys[r.run.path], r.run, r.sae, r.config) for r in members]
+            for group, members in groups.items()}
 
 
 def _progress(on_progress: Progress | None, what: str) -> StepProgress | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pipeline.browse.stats import LogBins, StatsConfig
-from pipeline.browse.topk import Window
 from pipeline.errors import PipelineError
 from store.configs import check_finite
+
+if TYPE_CHECKING:
+    from pipeline.browse.stats import StatsConfig
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class BrowseConfig:
 
     @property
     def stats(self) -> StatsConfig:
+        from pipeline.browse.stats import LogBins, StatsConfig  # torch: loaded when the browser runs, not for --help
+        from pipeline.browse.topk import Window
+
         return StatsConfig(k=self.k, window=Window(self.before, self.after), bins=LogBins())
 
     @property

@@ -9,7 +9,6 @@ import click
 from pipeline.cli.console import console, progress_bar
 from pipeline.cli.options import Opt, config_options
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.evaluate.record import DENSE_L0
 
 
 @click.command()
@@ -42,10 +41,6 @@ def _absorption_line(a) -> str:
     """One line: the means, how many letters qualified, and the caveats a reader needs."""
     if a.mean_full_absorption is None:
         return f"no letter's probe is good enough (F1 > {a.min_probe_f1}) on {a.test_words} test words: use more words"
-    caveats = ([f"only {len(a.letters)} letters qualify (SAEBench asks {a.min_letters})"] if not a.enough_letters
-               else []) + ([f"L0 {a.sae_l0:.0f} is dense: absorption means little"] if a.sae_l0 > DENSE_L0 else [])
-    if (weak := a.weak_main_latents()) is not None:
-        caveats.append(weak)
     return (f"mean full absorption {a.mean_full_absorption:.3f}, mean absorption fraction "
             f"{a.mean_absorption_fraction:.3f} over {len(a.letters)} letters (probe accuracy "
-            f"{a.probe_test_accuracy:.2f}, {a.words} words)" + "".join(f"; {c}" for c in caveats))
+            f"{a.probe_test_accuracy:.2f}, {a.words} words)" + "".join(f"; {c}" for c in a.caveats()))

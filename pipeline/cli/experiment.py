@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from fit.config import SAEConfig, TrainConfig
+from fit.config import GRID_AXES, SAEConfig, TrainConfig
 from harvest.synthetic.config import StreamConfig
 from pipeline.cli.console import console, progress_bar
 from pipeline.cli.fit import (
@@ -20,7 +20,8 @@ from pipeline.cli.fit import (
 )
 from pipeline.cli.options import Opt, config_kwargs, config_options, given_on_command_line
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.experiment import GRID_AXES, PRESETS, SWEEP_VARIANTS, Grid
+from pipeline.experiment import Grid
+from pipeline.presets import PRESETS, SWEEP_VARIANTS
 
 EVAL_FIELDS = tuple(f for f in ("kl_contexts", "batch_contexts", "absorption", "absorption_words",
                                  "absorption_words_file", "absorption_seed", "absorption_cache")

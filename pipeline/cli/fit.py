@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ import click
 from fit.architectures import ARCH_FIELDS, variant
 from fit.config import (
     DATA_MODES,
+    GRID_AXES,
     NORMS,
     RECON_LOSSES,
     SPARSE_MODES,
@@ -21,22 +23,35 @@ from fit.config import (
 )
 from harvest.synthetic.config import SAMPLERS, StreamConfig
 from pipeline.cli.console import console, progress_bar
-from pipeline.cli.options import Opt, config_kwargs, config_options, given_on_command_line
+from pipeline.cli.options import Opt, config_kwargs, config_options, given_on_command_line, help_text
 from store.configs import option_name
 
-SAE_OPTIONS = {
-    "variant": Opt(names=("--variant",), multiple=True, choices=VARIANTS),
-    "seed": Opt(names=("--seed",), multiple=True),
-    "groups": Opt(names=("-K", "--groups"), multiple=True),
-    "gamma": Opt(names=("--gamma",), multiple=True),
-    "l1": Opt(names=("--l1",), multiple=True),
-    "k": Opt(names=("--k",), multiple=True),
-    "prefixes": Opt(names=("--prefixes",), metavar="END"),
-    "norm": Opt(choices=NORMS),
-    "recon": Opt(choices=RECON_LOSSES),
-}
-"""The SAE grid: every combination of the repeatable options is trained (an option a variant does not use, such
-as --k for hier or --l1 for topk, does not multiply that variant)."""
+
+def _defaults_help(name: str) -> str:
+    """Each variant's default of an architecture field, from its fields class (fit/architectures/)."""
+    by_value: dict[str, list[str]] = {}
+    for v in VARIANTS:
+        if name in variant(v).uses:
+            value = variant(v).defaults()[name]
+            by_value.setdefault(repr(value) if value != () else "none", []).append(v)
+    return "; ".join(f"{value} ({', '.join(vs)})" for value, vs in by_value.items())
+
+
+def _sae_options() -> dict[str, Opt]:
+    flags = {"groups": ("-K", "--groups")}
+    opts = {axis: Opt(names=flags.get(axis, (option_name(axis),)), multiple=True) for axis in GRID_AXES}
+    opts["variant"] = Opt(names=("--variant",), multiple=True, choices=VARIANTS)
+    opts["prefixes"] = Opt(names=("--prefixes",), metavar="END")
+    opts.update(norm=Opt(choices=NORMS), recon=Opt(choices=RECON_LOSSES))
+    docs = help_text(SAEConfig)
+    for name in ARCH_FIELDS:  # their defaults are each variant's own
+        opts[name] = replace(opts.get(name, Opt()), help=f"{docs[name]} Default: {_defaults_help(name)}.")
+    return opts
+
+
+SAE_OPTIONS = _sae_options()
+"""The SAE grid: every combination of the repeatable options (fit.config.GRID_AXES) is trained (an option a variant
+does not take, such as --k for hier or --l1 for topk, does not multiply that variant)."""
 
 TRAIN_OPTIONS = {
     "lr_warmup_steps": Opt(names=("--lr-warmup",)),
@@ -92,8 +107,7 @@ def sae_grid(values: dict) -> list[SAEConfig]:
     """The SAEs the grid options ask for (taken out of ``values``)."""
     check_options_apply(values["variant"], given_on_command_line())
     sae = config_kwargs(SAEConfig, values)
-    grid = {axis: list(sae.pop(axis)) for axis in ("variant", "seed", "groups", "gamma", "l1", "k")}
-    return expand_grid(grid["variant"], grid["seed"], grid["groups"], grid["gamma"], grid["l1"], grid["k"], **sae)
+    return expand_grid({axis: [v for v in sae.pop(axis) if v is not None] for axis in GRID_AXES}, **sae)
 
 
 def stream_config(values: dict) -> StreamConfig:
@@ -110,7 +124,7 @@ def stream_source(stream: StreamConfig, cfg: TrainConfig):
     """The synthetic stream's rows for the pass (its held-out store written first), or None to read cfg.store."""
     if stream.synthetic is None:
         return None
-    from harvest.synthetic.stream import synthetic_source
+    from pipeline.synthetic_source import synthetic_source
     from store.device import resolve_device
 
     with progress_bar("held-out rows", "row") as rows, progress_bar("synthetic model: orthogonalise", "step") as build:

@@ -108,6 +108,8 @@ def _click_kwargs(f: dataclasses.Field, annotation: Any, doc: str, opt: Opt) -> 
         kw["type"] = base
     if default is dataclasses.MISSING:
         kw.update(required=True, show_default=False)
+    elif default is None and (variadic or opt.multiple):  # none given: the config's own (e.g. the variant's) default
+        kw.update(default=[], show_default=False, multiple=True)
     elif variadic:
         kw["default"] = list(default)
     elif opt.multiple:

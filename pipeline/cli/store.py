@@ -1,4 +1,4 @@
-"""`pipeline store info | verify | finalize`."""
+"""`pipeline store list | info | verify | finalize`."""
 
 from __future__ import annotations
 
@@ -100,6 +100,39 @@ def info(path: str, partial: bool, as_json: bool, storage_options: tuple[str, ..
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+
+
+@store.command("list")
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table.")
+@storage_option
+def list_(url: str, as_json: bool, storage_options: tuple[str, ...]) -> None:
+    """List the stores under a folder or an s3:// (or other fsspec) prefix: model, layer, tokens, data set, state,
+    size and the version that wrote each; a store that cannot be read is a row naming why."""
+    from store.catalog import list_stores
+
+    entries = list_stores(url, parse_storage_options(storage_options))
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
+        return
+    table = Table(title=f"{len(entries)} store(s) under {url}", title_justify="left")
+    for column in ("store", "state", "model", "layer", "tokens", "data set", "size", "written by"):
+        table.add_column(column, overflow="fold")
+    colour = {"complete": "green", "growing": "cyan", "unfinished": "yellow", "unreadable": "red"}
+    for e in entries:
+        state = f"[{colour[e.state]}]{e.state}[/{colour[e.state]}]"
+        size = "–" if e.size_bytes is None else _human_bytes(e.size_bytes)
+        if e.problem is not None:
+            table.add_row(e.name, state, "–", "–", "–", "–", size, "–")
+            continue
+        tokens = f"{e.tokens:,}" + ("" if e.tokens == e.tokens_requested else f" of {e.tokens_requested:,}")
+        model = e.model + (f" @ {e.revision[:12]}" if e.revision else "")
+        table.add_row(e.name, state, model, "–" if e.layer is None else str(e.layer), tokens, e.dataset, size,
+                      e.written_by)
+    console.print(table)
+    for e in entries:
+        if e.problem is not None:
+            console.print(f"[red]unreadable[/red] {e.url}: {e.problem}", highlight=False)
 
 
 @store.command()

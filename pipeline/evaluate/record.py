@@ -22,10 +22,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fit.runs import write_json_atomic
 from pipeline.errors import PipelineError
 from store.configs import field_docs
+from store.files import write_json_atomic
+from store.provenance import Provenance
 
+EVAL_SCHEMA = 2
+"""eval.json's schema version: 2 added ``schema_version``, ``provenance`` and ``evaluation``."""
+READABLE_EVAL_SCHEMAS = (1, 2)
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "eval-schema.json"
 REGENERATE = "python -m pipeline.evaluate.record > docs/eval-schema.json"
 
@@ -56,18 +60,24 @@ class Record:
     @classmethod
     def from_dict(cls: type[R], obj: Any, where: str) -> R:
         """The record of a JSON object; ``where`` names it in errors (a file, then the path to the field)."""
-        if not isinstance(obj, dict):
-            raise PipelineError(f"{where} is not a JSON object: rerun `pipeline evaluate`")
-        known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(obj) - set(known))
-        missing = sorted(name for name, f in known.items() if name not in obj and _required(f))
-        if unknown or missing:
-            problems = ([f"unknown field(s) {', '.join(unknown)}"] if unknown else []) + (
-                [f"no field(s) {', '.join(missing)}"] if missing else [])
-            raise PipelineError(f"{where} has {' and '.join(problems)}: it was written by another version of "
-                                "`pipeline evaluate`; rerun it")
-        hints = _hints(cls)
-        return cls(**{name: _from_json(hints[name], value, f"{where}: {name}") for name, value in obj.items()})
+        return _build(cls, obj, where)
+
+
+def _build(cls: type, obj: Any, where: str) -> Any:
+    """Dataclass ``cls`` (a record, or a part another module owns such as the provenance) from a JSON object,
+    strictly."""
+    if not isinstance(obj, dict):
+        raise PipelineError(f"{where} is not a JSON object: rerun `pipeline evaluate`")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(obj) - set(known))
+    missing = sorted(name for name, f in known.items() if name not in obj and _required(f))
+    if unknown or missing:
+        problems = ([f"unknown field(s) {', '.join(unknown)}"] if unknown else []) + (
+            [f"no field(s) {', '.join(missing)}"] if missing else [])
+        raise PipelineError(f"{where} has {' and '.join(problems)}: it was written by another version of "
+                            "`pipeline evaluate`; rerun it")
+    hints = _hints(cls)
+    return cls(**{name: _from_json(hints[name], value, f"{where}: {name}") for name, value in obj.items()})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +129,9 @@ class StoreRecord(Record):
     """The LM's hub commit (absent for a local model)."""
     dataset_config: str | None = None
     """The data set's configuration name, if any."""
+    dataset_label: str | None = None
+    """The data set as the user named it: the file or folder given, or the hub id with its config (absent in
+    records of version 1, which name it by ``dataset`` and ``data_files``)."""
     dataset_split: str | None = None
     """The data set's split."""
     text_field: str | None = None
@@ -345,6 +358,34 @@ class AbsorptionRecord(Record):
         return (f"main latents' F1 {self.mean_main_latents_f1:.2f} against the probe's {probe:.2f}: the SAE has no "
                 "first-letter latents to absorb, so full absorption here measures a missing feature")
 
+    def caveats(self) -> list[str]:
+        """What a reader of this SAE's figures needs to know: too few qualifying letters, a dense SAE, no letter
+        latents (empty: none)."""
+        out = [f"only {len(self.letters)} letters qualify (SAEBench asks {self.min_letters})"] if not (
+            self.enough_letters) else []
+        if self.sae_l0 > DENSE_L0:
+            out.append(f"L0 {self.sae_l0:.0f} is dense: absorption means little")
+        if (weak := self.weak_main_latents()) is not None:
+            out.append(weak)
+        return out
+
+
+def absorption_caveat(measured: list[AbsorptionRecord]) -> tuple[str, str] | None:
+    """Why these absorption records give no verdict, as (headline, detail), or None when they can. The claims
+    table, the frontier verdict lines and the absorption plots all say it from here."""
+    thin = [a for a in measured if not a.enough_letters]
+    if thin:
+        # SAEBench refuses to score below its minimum of qualifying letters; a verdict on a few letters' probes would
+        # be read as the title's claim tested.
+        return (f"only {min(len(a.letters) for a in thin)} of 26 letters' probes qualify",
+                f"fewer than the {thin[0].min_letters} letters SAEBench asks for: measure with more words "
+                "(--absorption-words) or the full vocabulary on a GPU")
+    weak = [a for a in measured if a.weak_main_latents() is not None]
+    if weak:
+        # The rules count a word absorbed when the main latents are silent: with no letter latents they always are.
+        return f"{len(weak)} of {len(measured)} SAEs without first-letter latents", weak[0].weak_main_latents()
+    return None
+
 
 @dataclass(frozen=True, kw_only=True)
 class TruthPair(Record):
@@ -485,6 +526,14 @@ class EvalRecord(Behaviour, Reconstruction, RunRecord):
     """Feature absorption (``pipeline evaluate --absorption``); absent when not measured."""
     ground_truth: GroundTruthRecord | None = None
     """Measured against the ground truth of a synthetic store (``pipeline synth``); absent for an LM's store."""
+    schema_version: int = EVAL_SCHEMA
+    """This record's schema version (:data:`EVAL_SCHEMA`); a record read from an eval.json without one is version 1,
+    before the record carried its version, provenance and evaluation options."""
+    provenance: Provenance | None = None
+    """The tool's version and commit, the libraries' versions and the device that evaluated the run, and when
+    (store/provenance.py); absent in version 1."""
+    evaluation: dict[str, Any] | None = None
+    """The options of the `pipeline evaluate` that wrote it (docs/evaluate.md); absent in version 1."""
 
     def metric(self, name: str) -> Any:
         """A metric by its field name (None where not measured); unknown names are a bug, not a user error."""
@@ -497,10 +546,18 @@ class EvalRecord(Behaviour, Reconstruction, RunRecord):
 
     @classmethod
     def read(cls, path: Path) -> EvalRecord:
+        """The record of an eval.json of any schema version this version reads (:data:`READABLE_EVAL_SCHEMAS`)."""
         try:
             obj = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise PipelineError(f"{path} is not valid JSON ({exc}): rerun `pipeline evaluate`") from None
+        version = obj.get("schema_version", 1) if isinstance(obj, dict) else None
+        if isinstance(obj, dict) and version not in READABLE_EVAL_SCHEMAS:
+            raise PipelineError(f"{path} has schema version {version}; this version of the tool reads versions "
+                                f"{', '.join(map(str, READABLE_EVAL_SCHEMAS))}: use a newer release, or rerun "
+                                "`pipeline evaluate`")
+        if isinstance(obj, dict):
+            obj = {**obj, "schema_version": version}
         return cls.from_dict(obj, str(path))
 
 
@@ -509,7 +566,7 @@ class EvalRecord(Behaviour, Reconstruction, RunRecord):
 def json_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of eval.json, from the record's fields, types and docstrings."""
     nested = (StoreRecord, TrainRecord, GroupStats, AbsorptionRecord, AbsorptionLetter, AbsorptionExcluded,
-              GroundTruthRecord, TruthPair, TruthDepth, TruthGroup)
+              GroundTruthRecord, TruthPair, TruthDepth, TruthGroup, Provenance)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "docs/eval-schema.json",
@@ -538,7 +595,7 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return {"type": "array", "items": _type_schema(args[0])}
     if origin is dict:
         return {"type": "object"}
-    if isinstance(tp, type) and issubclass(tp, Record):
+    if dataclasses.is_dataclass(tp):
         return {"$ref": f"#/$defs/{tp.__name__}"}
     return {"type": {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}[tp]}
 
@@ -572,6 +629,8 @@ def _doc(cls: type) -> str:
 def _to_json(value: Any) -> Any:
     if isinstance(value, Record):
         return value.to_dict()
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):
         return [_to_json(v) for v in value]
     return value
@@ -589,6 +648,8 @@ def _from_json(tp: Any, value: Any, where: str) -> Any:
         return _from_json(next(a for a in args if a is not type(None)), value, where)
     if isinstance(tp, type) and issubclass(tp, Record):
         return tp.from_dict(value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
     if origin is list and isinstance(value, list):
         return [_from_json(args[0], v, where) for v in value]
     ok = (isinstance(value, dict) if origin is dict else isinstance(value, list) if origin is list

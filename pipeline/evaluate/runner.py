@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -10,8 +11,7 @@ from typing import Any
 
 import torch
 
-from fit.runs import RunDir, find_runs, load_sae
-from fit.sae import SAE
+from fit.runs import LoadedRun, RunDir, runs_by_store
 from harvest.lm import Splicer, load_store_lm
 from pipeline.errors import PipelineError
 from pipeline.evaluate.config import EvaluateConfig
@@ -27,21 +27,13 @@ from pipeline.evaluate.record import (
 )
 from pipeline.evaluate.truth.accumulate import TruthAccumulator
 from store.device import resolve_device
+from store.provenance import provenance
 from store.reader import BINDING, BOUND_ARRAYS, ActivationStore, open_store
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[..., None]
 """``(done, total, stage, unit=None)``: the CLI's progress bar (``pipeline.cli.console.progress_bar``)."""
-
-
-@dataclass
-class Member:
-    """A finished run being evaluated: its directory, its SAE and its config.json."""
-
-    run: RunDir
-    sae: SAE
-    config: dict[str, Any]
 
 
 def check_run_store(run: RunDir, config: dict, store: ActivationStore, url: str) -> None:
@@ -70,7 +62,7 @@ def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[E
     """Evaluate every run; runs on the same store share one read of the held-out rows and one LM pass."""
     dev = resolve_device(cfg.device)
     records = []
-    for (url, heldout), members in _group_by_store(cfg, dev).items():
+    for (url, heldout), members in runs_by_store(list(cfg.runs), dev, cfg.store_url).items():
         store = open_store(url, allow_unsealed=cfg.allow_unsealed)
         for m in members:
             check_run_store(m.run, m.config, store, url)
@@ -88,30 +80,16 @@ def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[E
         for m in members:
             record = _record(m, store, url, heldout, recon[m.run.name], behaviour.get(m.run.name, Behaviour()),
                              absorption.get(m.run.name), truth.get(m.run.name))
+            record = dataclasses.replace(record, provenance=provenance(dev), evaluation=_options(cfg))
             record.write(m.run.eval_path)
             _log_record(record)
             records.append(record)
     return records
 
 
-def _group_by_store(cfg: EvaluateConfig, dev: torch.device) -> dict[tuple[str, tuple[int, int]], list[Member]]:
-    """The finished runs, grouped by the store and held-out rows they are evaluated on."""
-    by_store: dict[tuple[str, tuple[int, int]], list[Member]] = defaultdict(list)
-    for run in find_runs(list(cfg.runs)):
-        if not run.finished:
-            raise PipelineError(f"{run} has not finished training: rerun its `pipeline fit` command to finish it")
-        sae, config = load_sae(run, dev)
-        url = cfg.store_url or config.get("store_url")
-        if url is None:
-            raise PipelineError(f"{run} does not record its store: pass --store")
-        start, stop = config["train"]["heldout_rows"]
-        by_store[(url, (start, stop))].append(Member(run, sae, config))
-    return by_store
-
-
-def _absorption(store: ActivationStore, url: str, members: list[Member], cfg: EvaluateConfig,
+def _absorption(store: ActivationStore, url: str, members: list[LoadedRun], cfg: EvaluateConfig,
                 dev: torch.device, on_progress: Progress | None) -> dict[str, AbsorptionRecord]:
-    from pipeline.evaluate.absorption import absorption_records
+    from pipeline.evaluate.absorption.score import absorption_records
 
     def prompts(done: int, total: int) -> None:
         if on_progress is not None:
@@ -122,7 +100,7 @@ def _absorption(store: ActivationStore, url: str, members: list[Member], cfg: Ev
                               cache_dir=cfg.absorption_cache, device=dev, model=cfg.model, on_progress=prompts)
 
 
-def _earlier_absorption(members: list[Member]) -> dict[str, AbsorptionRecord]:
+def _earlier_absorption(members: list[LoadedRun]) -> dict[str, AbsorptionRecord]:
     """Absorption measured by an earlier --absorption run, kept when evaluating again without it (a finished SAE
     does not change, and its absorption took the longest to measure)."""
     out = {}
@@ -136,13 +114,14 @@ def _earlier_absorption(members: list[Member]) -> dict[str, AbsorptionRecord]:
     return out
 
 
-def _record(m: Member, store: ActivationStore, url: str, heldout: tuple[int, int], recon: Reconstruction,
+def _record(m: LoadedRun, store: ActivationStore, url: str, heldout: tuple[int, int], recon: Reconstruction,
             behaviour: Behaviour, absorption: AbsorptionRecord | None = None,
             ground_truth: GroundTruthRecord | None = None) -> EvalRecord:
     """The run's eval.json: which run and store, its training summary, and what was measured."""
     recorded = {k: v for k, v in m.config["store"].items() if k != BINDING}  # the binding stays in config.json
     store_record = StoreRecord.from_dict(
         {"url": url, **recorded, "architecture": store.meta.model.architecture,
+         "dataset_label": store.meta.dataset.label,
          "description": store.describe(), "tokens_total": store.n_rows, "heldout_rows": list(heldout)},
         f"{m.run.config_path}: store")
     training = m.run.read_training()
@@ -152,6 +131,10 @@ def _record(m: Member, store: ActivationStore, url: str, heldout: tuple[int, int
                       group_bounds=[list(b) for b in m.sae.group_bounds], store=store_record, train=train,
                       **recon.field_values(), **behaviour.field_values(), absorption=absorption,
                       ground_truth=ground_truth)
+
+
+def _options(cfg: EvaluateConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def _log_record(r: EvalRecord) -> None:
@@ -165,7 +148,7 @@ def _log_record(r: EvalRecord) -> None:
 
 
 @torch.inference_mode()
-def _reconstruction(store: ActivationStore, rows: tuple[int, int], members: list[Member], dev: torch.device,
+def _reconstruction(store: ActivationStore, rows: tuple[int, int], members: list[LoadedRun], dev: torch.device,
                     on_progress: Progress | None) -> tuple[dict[str, Reconstruction], dict[str, GroundTruthRecord]]:
     """Every member's reconstruction metrics over the held-out rows and, on a synthetic store, its ground-truth
     metrics, from one read of the rows."""
@@ -245,7 +228,7 @@ class _Sums:
                          ce_tokens=self.ce_tokens, kl_contexts=n_contexts)
 
 
-def _add_batch(splicer: Splicer, batch: ContextBatch, members: list[Member], sums: _Sums) -> None:
+def _add_batch(splicer: Splicer, batch: ContextBatch, members: list[LoadedRun], sums: _Sums) -> None:
     """One context batch through the LM clean, zero-ablated and once per SAE."""
 
     def logp(replace=None) -> torch.Tensor:
@@ -267,7 +250,7 @@ def _add_batch(splicer: Splicer, batch: ContextBatch, members: list[Member], sum
 
 
 @torch.inference_mode()
-def _behaviour(store: ActivationStore, rows: tuple[int, int], members: list[Member], cfg: EvaluateConfig,
+def _behaviour(store: ActivationStore, rows: tuple[int, int], members: list[LoadedRun], cfg: EvaluateConfig,
                dev: torch.device, on_progress: Progress | None) -> dict[str, Behaviour]:
     """KL(clean || spliced) and CE clean / spliced / zero-ablated over the held-out contexts."""
     splicer = Splicer(load_store_lm(store.meta, cfg.model, dev, torch.float32), store.meta.layer)

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.evaluate.record import DENSE_L0
+from pipeline.evaluate.record import DENSE_L0, absorption_caveat
 from pipeline.report import paper
 from pipeline.report.collect import Group
 from pipeline.report.frontier import METRIC, Matched
 from pipeline.report.text import fmt
+from store.provenance import Provenance
 
 VERDICTS = ("held", "not held", "not testable here")
 
@@ -44,21 +45,43 @@ class Claim:
             raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
 
 
+CLAIMS_SCHEMA = 2
+"""claims.json's schema version: 2 added ``schema_version``, ``provenance`` and ``config``."""
+READABLE_CLAIMS_SCHEMAS = (1, 2)
+
+
 @dataclass(frozen=True)
 class Findings:
-    """What a report found: the setting it ran on, the claims table and the matched-L0 verdict lines."""
+    """What a report found (claims.json, and the README's findings block): the setting it ran on, the claims table
+    and the matched-L0 verdict lines."""
 
     setting: str
+    """The store, runs and setting the claims were checked on, in prose."""
     claims: list[Claim]
+    """One row per claim of the paper."""
     verdicts: list[str] = field(default_factory=list)
+    """The matched-L0 verdict lines."""
+    schema_version: int = CLAIMS_SCHEMA
+    """This record's schema version; version 1 (before it was recorded) carried no provenance or config."""
+    provenance: Provenance | None = None
+    """The tool's version and commit and the libraries' versions that wrote the report, and when."""
+    config: dict[str, Any] | None = None
+    """What the report was asked for: the runs it read (``runs``) and where it wrote (``out``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Findings:
+        version = obj.get("schema_version", 1)
+        if version not in READABLE_CLAIMS_SCHEMAS:
+            raise PipelineError(f"the claims record has schema version {version}; this version of the tool reads "
+                                f"{', '.join(map(str, READABLE_CLAIMS_SCHEMAS))}: use a newer release, or rerun "
+                                "`pipeline report`")
+        prov = obj.get("provenance")
         return cls(setting=obj["setting"], claims=[Claim(**c) for c in obj["claims"]],
-                   verdicts=list(obj.get("verdicts", [])))
+                   verdicts=list(obj.get("verdicts", [])), schema_version=version,
+                   provenance=None if prov is None else Provenance.from_dict(prov), config=obj.get("config"))
 
 
 def _fmt(mean: float, half: float = float("nan")) -> str:
@@ -72,30 +95,37 @@ def _stat(group: Group | None, metric: str) -> tuple[float, float]:
     return mean, half
 
 
-def _compare(claim: str, paper_fig: str, base: Group | None, hier: Group | None, metric: str,
-             higher_is_better: bool, matched: list[Matched] | None = None) -> Claim:
-    """Hierarchical against baseline at the paper's setting: held when hier is better by more than the two seed
-    intervals together (or, with one seed each, better at all)."""
-    (b, bh), (h, hh) = _stat(base, metric), _stat(hier, metric)
-    if math.isnan(b) or math.isnan(h):
-        missing = [name for name, g in (("baseline", base), ("hier", hier)) if g is None]
-        why = (f"no {' and no '.join(missing)} run at the paper's setting" if missing
-               else f"{metric} not measured (evaluated without it)")
-        return Claim(claim, paper_fig, "–", "not testable here", why)
-    ours = f"hier {_fmt(h, hh)} vs baseline {_fmt(b, bh)}"
+def judge(base: tuple[float, float], hier: tuple[float, float], higher_is_better: bool) -> tuple[str, str]:
+    """Hierarchical against baseline on one metric, each as (seed mean, 95% half-width): held when hier is better by
+    more than the two intervals together (or, with one seed each, better at all). The verdict and why; the claims
+    table and the report's direction lines both say what this says."""
+    (b, bh), (h, hh) = base, hier
     better = h > b if higher_is_better else h < b
     margin = abs(h - b)
     spread = (0 if math.isnan(bh) else bh) + (0 if math.isnan(hh) else hh)
     if better and margin > spread:
-        verdict, reason = "held", "hier better beyond the seed intervals"
-    elif better:
-        verdict, reason = "not held", "hier better only within the seed intervals"
-    elif margin == 0:
-        verdict, reason = "not held", "no difference"
-    elif margin > spread:
-        verdict, reason = "not held", "hier worse beyond the seed intervals"
-    else:
-        verdict, reason = "not held", "hier worse, within the seed intervals"
+        return "held", "hier better beyond the seed intervals"
+    if better:
+        return "not held", "hier better only within the seed intervals"
+    if margin == 0:
+        return "not held", "no difference"
+    if margin > spread:
+        return "not held", "hier worse beyond the seed intervals"
+    return "not held", "hier worse, within the seed intervals"
+
+
+def _compare(claim: str, paper_fig: str, base: Group | None, hier: Group | None, metric: str,
+             higher_is_better: bool, matched: list[Matched] | None = None,
+             setting: str = "the paper's setting") -> Claim:
+    """Hierarchical against baseline at ``setting`` (:func:`judge`), with their L0s and the matched-L0 winners."""
+    (b, bh), (h, hh) = _stat(base, metric), _stat(hier, metric)
+    if math.isnan(b) or math.isnan(h):
+        missing = [name for name, g in (("baseline", base), ("hier", hier)) if g is None]
+        why = (f"no {' and no '.join(missing)} run at {setting}" if missing
+               else f"{metric} not measured (evaluated without it)")
+        return Claim(claim, paper_fig, "–", "not testable here", why)
+    ours = f"hier {_fmt(h, hh)} vs baseline {_fmt(b, bh)}"
+    verdict, reason = judge((b, bh), (h, hh), higher_is_better)
     lb, lh = _stat(base, "l0")[0], _stat(hier, "l0")[0]
     if not (math.isnan(lb) or math.isnan(lh)):
         reason += f", at L0 {lh:.0f} vs {lb:.0f} (same λ, not the same sparsity)"
@@ -135,10 +165,10 @@ def _groups_claims(hier: Group | None) -> list[Claim]:
     return out
 
 
-def _time_claim(base: Group | None, hier: Group | None) -> Claim:
+def _time_claim(base: Group | None, hier: Group | None, setting: str = "the paper's setting") -> Claim:
     claim, paper_fig = "training-time overhead of hier", f"+{paper.TRAINING_TIME_CLAIM:.0%}"
     if base is None or hier is None:
-        return Claim(claim, paper_fig, "–", "not testable here", "needs both SAEs at the paper's setting")
+        return Claim(claim, paper_fig, "–", "not testable here", f"needs both SAEs at {setting}")
     if any(r.train.stack_size > 1 for g in (base, hier) for r in g.runs):
         return Claim(claim, paper_fig, "trained stacked", "not testable here",
                      "stacked SAEs share one computation; train with --no-stack to time them apart")
@@ -149,25 +179,8 @@ def _time_claim(base: Group | None, hier: Group | None) -> Claim:
                  "within 10 points of +15%" if held else "more than 10 points from +15% (seed-mean compute)")
 
 
-def absorption_caveat(measured: list[Any]) -> tuple[str, str] | None:
-    """Why these absorption records give no verdict, as (headline, detail), or None when they can. The claims
-    table, the frontier verdict lines and the absorption plots all say it from here."""
-    thin = [a for a in measured if not a.enough_letters]
-    if thin:
-        # SAEBench refuses to score below its minimum of qualifying letters; a verdict on a few letters' probes would
-        # be read as the title's claim tested.
-        return (f"only {min(len(a.letters) for a in thin)} of 26 letters' probes qualify",
-                f"fewer than the {thin[0].min_letters} letters SAEBench asks for: measure with more words "
-                "(--absorption-words) or the full vocabulary on a GPU")
-    weak = [a for a in measured if a.weak_main_latents() is not None]
-    if weak:
-        # The rules count a word absorbed when the main latents are silent: with no letter latents they always are.
-        return f"{len(weak)} of {len(measured)} SAEs without first-letter latents", weak[0].weak_main_latents()
-    return None
-
-
 def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matched] | None,
-                      measured: list[Any]) -> Claim:
+                      measured: list[Any], setting: str = "the paper's setting") -> Claim:
     claim, paper_fig = "less absorption of the LM's first letters (the title's claim)", "not measured in the paper"
     read = METRIC["absorption"].read
     if (caveat := absorption_caveat(measured)) is not None:
@@ -196,14 +209,15 @@ def _absorption_claim(base: Group | None, hier: Group | None, matched: list[Matc
         return Claim(claim, paper_fig, ours, "not testable here",
                      f"L0 above {DENSE_L0}: absorption is meaningless for dense SAEs")
     return Claim(claim, paper_fig, ours, "held" if h < b else "not held",
-                 "full-absorption rate at the paper's setting, not at matched L0")
+                 f"full-absorption rate at {setting}, not at matched L0")
 
 
 def claims(base: Group | None, hier: Group | None, matched: dict[str, list[Matched]],
-           absorption: list[Any] = (), lm: bool = True) -> list[Claim]:
-    """The paper's claims checked on these runs. ``matched``: per frontier metric key, the matched-L0 comparison
-    of the baseline and hierarchical frontiers (empty where there is none). ``lm``: the runs are on an LM's store
-    (else a synthetic one, where absorption is a ground-truth claim: :func:`truth_claims`)."""
+           absorption: list[Any] = (), lm: bool = True, setting: str = "the paper's setting") -> list[Claim]:
+    """The paper's claims checked on these runs: ``base`` and ``hier`` at ``setting`` (the paper's, or a preset's
+    where only it was run). ``matched``: per frontier metric key, the matched-L0 comparison of the baseline and
+    hierarchical frontiers (empty where there is none). ``lm``: the runs are on an LM's store (else a synthetic one,
+    where absorption is a ground-truth claim: :func:`truth_claims`)."""
     t1 = paper.TABLE_1
 
     def fig(key: str) -> str:
@@ -213,15 +227,20 @@ def claims(base: Group | None, hier: Group | None, matched: dict[str, list[Match
     if not lm and base is None and hier is None:
         return []  # a sweep on a synthetic store: no run at the paper's setting, its claims are ground truth's
     return [
-        _compare("more active features", fig("active_features"), base, hier, "active_features", True),
-        _compare("lower reconstruction loss (MSE)", fig("mse"), base, hier, "mse", False, matched.get("mse")),
-        _compare("higher explained variance", fig("explained_variance"), base, hier, "explained_variance", True,
-                 matched.get("explained_variance")),
-        _compare("lower KL divergence", fig("kl"), base, hier, "kl", False, matched.get("kl")),
+        *(_compare(claim, fig(key), base, hier, key, higher, matched.get(key) if at_matched else None, setting)
+          for key, claim, higher, at_matched in DIRECTIONS),
         *_groups_claims(hier),
-        _time_claim(base, hier),
-        *([_absorption_claim(base, hier, matched.get("absorption"), list(absorption))] if lm else []),
+        _time_claim(base, hier, setting),
+        *([_absorption_claim(base, hier, matched.get("absorption"), list(absorption), setting)] if lm else []),
     ]
+
+
+DIRECTIONS = (("active_features", "more active features", True, False),
+              ("mse", "lower reconstruction loss (MSE)", False, True),
+              ("explained_variance", "higher explained variance", True, True),
+              ("kl", "lower KL divergence", False, True))
+"""Table 1's claims, each a direction of hier against baseline: (metric, claim, higher is better, whether the
+frontiers' matched-L0 comparison is quoted beside it)."""
 
 
 # -- the claims on ground truth (a synthetic store's runs) ---------------------------------------------------------

@@ -10,6 +10,8 @@ from fit.runs import find_runs
 from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import t_interval
 from pipeline.evaluate.record import GROUP_METRICS, EvalRecord
+from pipeline.presets import PRESETS
+from pipeline.report import paper
 from pipeline.report.frontier import architecture_key, architecture_label, setting_label
 
 
@@ -79,6 +81,28 @@ def find_group(candidates: list[Group], **want) -> Group | None:
     """The group with these SAE fields, at the paper's setting for the fields not named."""
     matches = [g for g in candidates if g.matches(**{**paper_setting(want["variant"]), **want})]
     return matches[0] if matches else None
+
+
+@dataclass(frozen=True)
+class Compared:
+    """The baseline and hierarchical SAEs the paper's claims compare, and the setting both were run at."""
+
+    setting: str
+    """The setting in prose, for the report's sentences ("the paper's setting (λ = 0.04, K = 5, γ = 1.5)")."""
+    base: Group | None
+    hier: Group | None
+
+
+def compared(groups: list[Group]) -> Compared:
+    """The pair at the paper's setting; where neither was run there, at the first preset's setting (pipeline/
+    presets.py) where one was: `pipeline experiment --preset paper-code` compares its own SAEs, and says so."""
+    settings = [(f"the paper's setting ({paper.setting_text()})", {})]
+    settings += [(f"the `--preset {p.name}` setting ({p.description})", p.sae) for p in PRESETS.values()]
+    for setting, fields in settings:
+        base, hier = (find_group(groups, variant=v, **fields) for v in ("baseline", "hier"))
+        if base or hier:
+            return Compared(setting, base, hier)
+    return Compared(settings[0][0], None, None)
 
 
 def is_paper_setting(group: Group) -> bool:

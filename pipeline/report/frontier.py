@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fit.config import SAEConfig
 from pipeline.evaluate.metrics import t_interval
 
 SWEEP_AXES = ("l1", "k", "seed")
@@ -90,45 +91,21 @@ TRUTH_METRICS = (
 METRIC = {m.key: m for m in (*METRICS, *TRUTH_METRICS)}
 
 
-def _uses(sae: dict[str, Any]) -> tuple[str, ...]:
-    """The architecture fields that make a difference to this SAE (its variant's, fit/architectures/)."""
-    from fit.config import SAEConfig
-
-    return SAEConfig(**sae).uses
-
-
 def setting_label(sae: dict[str, Any]) -> str:
-    """The sparsity setting of an SAE configuration: k for the TopK family, lambda otherwise."""
-    return f"k={sae['k']}" if "k" in _uses(sae) else f"λ={sae['l1']:g}"
+    """The sparsity setting of a recorded SAE configuration (:attr:`fit.config.SAEConfig.sparsity_label`)."""
+    return SAEConfig.from_dict(sae).sparsity_label
 
 
 def architecture_label(sae: dict[str, Any]) -> str:
-    """An architecture's name: its variant and the fields besides sparsity and seed that set it apart (K and gamma
-    of the grouped variants, Matryoshka prefix ends, AuxK, expansion, normalisation, reconstruction loss)."""
-    uses = _uses(sae)
-    parts = [sae["variant"]]
-    prefixes = sae.get("prefixes") or ()
-    if "groups" in uses and not prefixes:
-        parts.append(f"K={sae['groups']}")
-    if "gamma" in uses:
-        parts.append(f"γ={sae['gamma']:g}")
-    if prefixes:
-        parts.append("prefixes " + ",".join(str(p) for p in prefixes))
-    if "aux_alpha" in uses and sae.get("aux_alpha"):
-        parts.append(f"AuxK α={sae['aux_alpha']:g}")
-    if sae.get("expansion", 1.0) != 1.0:
-        parts.append(f"x{sae['expansion']:g}")
-    for name, default in (("norm", "layer_norm"), ("recon", "mse")):
-        if sae.get(name, default) != default:
-            parts.append(str(sae[name]))
-    return " ".join(parts)
+    """The architecture of a recorded SAE configuration, in words (:attr:`fit.config.SAEConfig.label`)."""
+    return SAEConfig.from_dict(sae).label
 
 
 def describe(sae: dict[str, Any], group_bounds: list | None = None) -> str:
     """An SAE in a few words, for lists and pages: architecture, sparsity setting, and for the Matryoshka variants
     the latent counts where their nested prefixes end (the given ones, else the group ends they default to)."""
     text = f"{architecture_label(sae)} {setting_label(sae)}"
-    if "prefixes" in _uses(sae) and not sae.get("prefixes") and group_bounds:
+    if "prefixes" in SAEConfig.from_dict(sae).uses and not sae.get("prefixes") and group_bounds:
         text += " prefixes end at " + ",".join(str(b[1]) for b in group_bounds)
     return text
 

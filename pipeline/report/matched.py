@@ -3,9 +3,8 @@ the verdict line of each (the arithmetic is pipeline/report/frontier.py's)."""
 
 from __future__ import annotations
 
-from pipeline.evaluate.record import DENSE_L0, EvalRecord
+from pipeline.evaluate.record import DENSE_L0, EvalRecord, absorption_caveat
 from pipeline.report import frontier
-from pipeline.report.claims import absorption_caveat
 from pipeline.report.text import fmt
 
 

@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.evaluate.record import HEADLINE_METRICS, SCALAR_METRICS, EvalRecord, metric_names
+from pipeline.evaluate.record import (
+    HEADLINE_METRICS,
+    SCALAR_METRICS,
+    EvalRecord,
+    StoreRecord,
+    absorption_caveat,
+    metric_names,
+)
+from pipeline.presets import PRESETS
 from pipeline.report import frontier, paper, plots
-from pipeline.report.claims import Findings, absorption_caveat, claims, table_lines, write_readme_block
-from pipeline.report.collect import Group, by_architecture, find_group, group_runs, load_evaluations
+from pipeline.report.claims import (
+    DIRECTIONS,
+    Findings,
+    claims,
+    judge,
+    table_lines,
+    write_readme_block,
+)
+from pipeline.report.collect import Compared, Group, by_architecture, compared, find_group, group_runs, load_evaluations
 from pipeline.report.matched import matched_section
 from pipeline.report.text import fmt, fmt_paper
 from pipeline.report.truth import truth_section
+from store.provenance import provenance
 
 PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304
+RESULTS_SCHEMA = 2
+"""results.json's schema version: 2 added ``schema_version``, ``provenance`` and ``config``."""
 
 TABLE_1_METRICS = metric_names("mse", "kl", "explained_variance", "active_features")
 """Table 1's rows, in the paper's order (paper.TABLE_1 holds its figures under the same names)."""
@@ -38,6 +55,16 @@ def _n(group: Group | None) -> str:
     return f"n={len(group.runs)}" if group else "not run"
 
 
+def dataset_name(s: StoreRecord) -> str:
+    """The data set as the user named it (a file or folder, or a hub id with its config); a version-1 record knows
+    only the loader's name and the files."""
+    if s.dataset_label:
+        return s.dataset_label
+    if s.data_files:
+        return ", ".join(s.data_files)
+    return s.dataset + (f" ({s.dataset_config})" if s.dataset_config else "")
+
+
 def _store_section(evals: list[EvalRecord]) -> tuple[list[str], bool]:
     stores = {(e.store.model, e.store.layer, e.store.d_model, e.store.n_rows, e.store.dataset) for e in evals}
     if len(stores) > 1:
@@ -49,7 +76,7 @@ def _store_section(evals: list[EvalRecord]) -> tuple[list[str], bool]:
         "## Store",
         "",
         f"- model: `{s.model}`, layer {s.layer}, d_model {s.d_model}",
-        f"- data: {s.dataset}" + (f" ({', '.join(s.data_files)})" if s.data_files else ""),
+        f"- data: {dataset_name(s)}",
         f"- tokens in the store: {s.tokens_total:,}; held-out rows evaluated: "
         f"{s.heldout_rows[1] - s.heldout_rows[0]:,} (the last contexts, never trained on)",
         f"- contexts of {s.context_length} tokens, BOS {'stored' if s.include_bos else 'not stored'}",
@@ -65,14 +92,13 @@ def _store_section(evals: list[EvalRecord]) -> tuple[list[str], bool]:
     return lines, paper_setting
 
 
-def _table1(groups: list[Group]) -> tuple[list[str], dict]:
-    base = find_group(groups, variant="baseline")
-    hier = find_group(groups, variant="hier")
+def _table1(pair: Compared) -> tuple[list[str], dict]:
+    base, hier = pair.base, pair.hier
     head = [
         "## Table 1",
         "",
-        f"Ours: mean ± 95% CI (Student t) over seeds; baseline {_n(base)}, hierarchical {_n(hier)}. Paper: "
-        f"{paper.SETTING}.",
+        f"Ours at {pair.setting}: mean ± 95% CI (Student t) over seeds; baseline {_n(base)}, hierarchical "
+        f"{_n(hier)}. Paper: {paper.SETTING}.",
         "",
         "| Metric | Baseline (ours) | Hierarchical (ours) | Baseline (paper) | Hierarchical (paper) |",
         "|---|---|---|---|---|",
@@ -119,24 +145,16 @@ def _table1(groups: list[Group]) -> tuple[list[str], dict]:
     return head, data
 
 
-def _verdict(data: dict, paper_setting: bool) -> list[str]:
-    def cmp(key: str, better: str) -> str | None:
-        b, h = data[key]["baseline"][0], data[key]["hier"][0]
-        if math.isnan(b) or math.isnan(h):
-            return None
-        held = (h < b) if better == "lower" else (h > b)
-        return f"{'yes' if held else 'no'} ({fmt((h, float('nan')))} vs {fmt((b, float('nan')))})"
-
-    checks = [
-        ("more active features", cmp("active_features", "higher")),
-        ("lower reconstruction loss", cmp("mse", "lower")),
-        ("higher explained variance", cmp("explained_variance", "higher")),
-        ("lower KL divergence", cmp("kl", "lower")),
-    ]
+def _directions(data: dict, paper_setting: bool) -> list[str]:
+    """Table 1's directions, judged as the claims table judges them (:func:`claims.judge`)."""
     lines = ["## Does the paper's direction hold here?", "",
-             "Hierarchical against baseline, on these runs (means over seeds; see the CIs above before reading "
-             "a small difference as real):", ""]
-    lines += [f"- {name}: {verdict}" for name, verdict in checks if verdict is not None]
+             "Hierarchical against baseline, on these runs (seed means and 95% intervals, judged as the claims "
+             "table judges them):", ""]
+    for key, claim, higher, _ in DIRECTIONS:
+        (b, bh, _), (h, hh, _) = data[key]["baseline"], data[key]["hier"]
+        if not (math.isnan(b) or math.isnan(h)):
+            verdict, reason = judge((b, bh), (h, hh), higher)
+            lines.append(f"- {claim}: {verdict}, {reason} ({fmt((h, hh))} vs {fmt((b, bh))})")
     if not paper_setting:
         lines += ["", "This answers the question for this store only, not for the paper's Gemma-2-2B setting."]
     return [*lines, ""]
@@ -153,23 +171,26 @@ def _ablations(groups: list[Group]) -> tuple[list[str], dict]:
         cells = [fmt(g.stat(k)) for k in ABLATION_METRICS]
         return f"| {label} | {' | '.join(cells)} | {len(g.runs)} |" + (f" {claim} |" if claim else "")
 
-    k_groups = {k: find_group(groups, variant="hier", groups=k) for k in (3, 5, 7)}
-    lines += [f"Group count K (hier, γ = 1.5, λ = 0.04). Paper: {paper.K_CLAIM}.", "",
+    k_groups = {k: find_group(groups, variant="hier", groups=k) for k in paper.ablation_axis("groups")}
+    lines += [f"Group count K (hier, {paper.setting_text('groups')}). Paper: {paper.K_CLAIM}.", "",
               cols.format("K"), "|---|---|---|---|---|---|---|"]
     lines += [row(str(k), g) for k, g in k_groups.items()]
-    g_groups = {gm: find_group(groups, variant="hier", gamma=gm) for gm in (1.25, 1.5, 2.0)}
-    lines += ["", "Progression factor γ (hier, K = 5, λ = 0.04), with the paper's KL.", "",
+    g_groups = {gm: find_group(groups, variant="hier", gamma=gm) for gm in paper.ablation_axis("gamma")}
+    lines += ["", f"Progression factor γ (hier, {paper.setting_text('gamma')}), with the paper's KL.", "",
               cols.format("γ") + " KL (paper) |", "|---|---|---|---|---|---|---|---|"]
     lines += [row(f"{gm:g}", g, fmt_paper(paper.GAMMA_KL[gm])) for gm, g in g_groups.items()]
-    l_groups = {(v, lam): find_group(groups, variant=v, l1=lam) for v in ("baseline", "hier") for lam in (0.04, 0.06)}
+    lams = paper.ablation_axis("l1")
+    l_groups = {(v, lam): find_group(groups, variant=v, l1=lam) for v in ("baseline", "hier") for lam in lams}
     lines += ["", f"Base penalty λ. Paper: {paper.LAMBDA_CLAIM}.", "",
               cols.format("variant, λ"), "|---|---|---|---|---|---|---|"]
     lines += [row(f"{v}, {lam:g}", g) for (v, lam), g in l_groups.items()]
+    base_lam, [lam] = paper.THE_SETTING.l1, paper.ABLATIONS["l1"]
     for v in ("baseline", "hier"):
-        a, b = l_groups[(v, 0.04)], l_groups[(v, 0.06)]
+        a, b = l_groups[(v, base_lam)], l_groups[(v, lam)]
         if a and b:
             change = b.stat("mse")[0] / a.stat("mse")[0] - 1
-            lines.append(f"\n{v}: λ = 0.06 changes held-out MSE by {change:+.0%} against λ = 0.04 (paper: +23%).")
+            lines.append(f"\n{v}: λ = {lam:g} changes held-out MSE by {change:+.0%} against λ = {base_lam:g} "
+                         "(paper: +23%).")
             data[f"lambda_mse_change_{v}"] = change
     for name, gs in (("K", k_groups), ("gamma", g_groups), ("lambda", l_groups)):
         data[name] = {str(k): ({m: g.stat(m) for m in SCALAR_METRICS} if g else None) for k, g in gs.items()}
@@ -223,8 +244,6 @@ def _absorption_caveats(evals: list[EvalRecord]) -> dict[str, str]:
 def _paper_code(groups: list[Group]) -> tuple[list[str], dict]:
     """The paper's code (preset paper-code: unsquared L2, no normalisation, no weight decay) beside the paper as
     written, where both were run."""
-    from pipeline.experiment import PRESETS
-
     preset = PRESETS["paper-code"]
     shape = {k: v for k, v in preset.sae.items() if k != "l1"}
     rows = []
@@ -287,28 +306,30 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
     truth = truth_section(synthetic_evals, out) if synthetic_evals else None
     groups = group_runs(evals)
     store_lines, paper_setting = _store_section(evals)
-    t1, t1_data = _table1(groups)
+    pair = compared(groups)
+    t1, t1_data = _table1(pair)
     abl, abl_data = _ablations(groups)
-    hier = find_group(groups, variant="hier")
-    base = find_group(groups, variant="baseline")
+    base, hier = pair.base, pair.hier
     grp, grp_rows = _group_table(hier)
     architectures = by_architecture(evals)
     pair_labels = [frontier.architecture_label(g.sae) for g in (base, hier) if g is not None]
-    matched_lines, matched_data, verdicts, curves, pair = matched_section(architectures, frontier.METRICS,
+    matched_lines, matched_data, verdicts, curves, matched_pair = matched_section(architectures, frontier.METRICS,
                                                                           pair_labels)
     code_lines, code_data = _paper_code(groups)
     store = evals[0].store
     if lm_evals:
         setting = (f"On `{Path(store.model).name}` layer {store.layer} ({store.tokens_total:,} tokens of "
-                   f"{Path(store.dataset).name}; {len(evals)} SAEs, {len(architectures)} architecture(s)), the "
-                   f"paper's claims at its setting (λ = 0.04, K = 5, γ = 1.5; means over seeds)")
+                   f"{dataset_name(store)}; {len(evals)} SAEs, {len(architectures)} architecture(s)), the "
+                   f"paper's claims at {pair.setting} (means over seeds)")
     else:
-        setting = (f"On the synthetic store `{store.model}`, the paper's claims at its setting (λ = 0.04, K = 5, "
-                   "γ = 1.5) where it was run")
+        setting = (f"On the synthetic store `{store.model}`, the paper's claims at {pair.setting} where it was "
+                   "run")
+    made = provenance()
     findings = Findings(
+        provenance=made, config={"runs": list(run_paths), "out": str(out)},
         setting=setting + (f"; {truth.setting}:" if truth else ":"),
-        claims=[*claims(base, hier, pair, [e.absorption for e in evals if e.absorption is not None],
-                        lm=bool(lm_evals)), *(truth.claims if truth else [])],
+        claims=[*claims(base, hier, matched_pair, [e.absorption for e in evals if e.absorption is not None],
+                        lm=bool(lm_evals), setting=pair.setting), *(truth.claims if truth else [])],
         verdicts=[*verdicts, *(truth.verdicts if truth else [])])
     figures = [plots.training_curves(groups, out), plots.mse_vs_l0(architectures, out),
                plots.frontiers(curves, out, _absorption_caveats(evals)), *(truth.figures if truth else [])]
@@ -323,8 +344,7 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
     lines = [
         "# Hierarchical feature groups: our measurements beside the paper's",
         "",
-        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from {len(evals)} evaluated runs "
-        f"({len(groups)} configurations).",
+        f"Generated from {len(evals)} evaluated runs ({len(groups)} configurations) by {made.describe()}.",
         "",
         *store_lines,
         "## The paper's claims",
@@ -334,7 +354,7 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
         *table_lines(findings.claims),
         "",
         *t1,
-        *_verdict(t1_data, paper_setting),
+        *_directions(t1_data, paper_setting),
         *matched_lines,
         *(truth.lines if truth else []),
         *code_lines,
@@ -350,6 +370,9 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
     report = out / "report.md"
     report.write_text("\n".join(lines))
     results = {
+        "schema_version": RESULTS_SCHEMA,
+        "provenance": made.to_dict(),
+        "config": findings.config,
         "store": evals[0].store.to_dict(),
         "paper_setting": paper_setting,
         "table_1": t1_data,

@@ -2,10 +2,14 @@
 formulas (not from fit's functions), through the active-pair path and the dense path; BatchTopK's threshold; AuxK
 on a case whose dead latents are known; the registry and the configuration's names and normalisation."""
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
 from fit.architectures import ARCH_FIELDS, register, variants
+from fit.architectures.relu_l1 import ReLUL1
+from fit.architectures.topk import TopKFields
 from fit.config import VARIANTS, SAEConfig, expand_grid
 from fit.errors import FitError
 from fit.sae import SAE
@@ -67,8 +71,9 @@ def ref_prefix_mean(p, x, z, ends):
 
 
 def ref_group_l1(x, z, cfg):
-    w = torch.cat([torch.full((b - a,), cfg.l1 * cfg.gamma ** g, dtype=torch.float64)
-                   for g, (a, b) in enumerate(group_ends(cfg.groups))]).float().double()  # kept in float32
+    f = cfg.arch_fields  # the baseline's: one group, gamma 1
+    w = torch.cat([torch.full((b - a,), f.l1 * f.gamma ** g, dtype=torch.float64)
+                   for g, (a, b) in enumerate(group_ends(f.groups))]).float().double()  # kept in float32
     return (z * w).sum(-1).mean()
 
 
@@ -87,7 +92,7 @@ def reference_loss(cfg, p, x, l1_scale):
         return ref_mse(p, x, ref_topk(p, x, cfg.k))
     if cfg.variant == "batchtopk":
         return ref_mse(p, x, ref_batchtopk(p, x, cfg.k))
-    ends = list(cfg.prefixes) or [b for _, b in group_ends(cfg.groups)]
+    ends = list(cfg.prefixes or ()) or [b for _, b in group_ends(cfg.arch_fields.groups)]
     ends += [N_LATENTS] if ends[-1] != N_LATENTS else []
     if cfg.variant == "matryoshka":
         return ref_prefix_mean(p, x, ref_batchtopk(p, x, cfg.k), ends)
@@ -130,7 +135,7 @@ def test_loss_and_gradients_equal_the_float64_reference(case, pairs):
 
 @pytest.mark.parametrize("variant", ["topk", "batchtopk", "matryoshka"])
 def test_topk_family_latent_counts(variant):
-    stack, x_n = stack_of([SAEConfig(variant=variant, k=K, expansion=EXPANSION, groups=4)], pairs=True)
+    stack, x_n = stack_of([SAEConfig.of(variant, k=K, expansion=EXPANSION, groups=4)], pairs=True)
     _, parts = stack(x_n, 1.0)
     counts = (parts["z"].vals != 0).sum(-1)  # the pairs of each row
     if variant == "topk":
@@ -177,7 +182,7 @@ def test_topk_inference_keeps_k_per_row():
 @pytest.mark.parametrize("variant", ["topk", "batchtopk", "matryoshka"])
 def test_auxk_on_known_dead_latents(variant, pairs):
     window, aux_k, alpha = 40, 4, 0.25
-    cfg = SAEConfig(variant=variant, k=K, expansion=EXPANSION, groups=2, aux_alpha=alpha, aux_k=aux_k,
+    cfg = SAEConfig.of(variant, k=K, expansion=EXPANSION, groups=2, aux_alpha=alpha, aux_k=aux_k,
                     dead_tokens=window)
     stack, x_n = stack_of([cfg], pairs)
     since = torch.zeros(N_LATENTS, dtype=torch.int64)
@@ -229,9 +234,15 @@ def test_auxk_is_zero_with_no_dead_latent():
 def test_every_variant_is_registered_and_the_paper_two_come_first():
     assert VARIANTS == variants() == ("baseline", "hier", "topk", "batchtopk", "matryoshka", "hier-matryoshka")
     with pytest.raises(ValueError, match="registered twice"):
-        register("topk", uses=("k",))(type("Again", (), {}))
+        register("topk", ReLUL1, TopKFields)
+
+    @dataclass(frozen=True)
+    class Odd:
+        nope: int = 1
+
     with pytest.raises(ValueError, match="unknown fields"):
-        register("new", uses=("nope",))
+        register("new", ReLUL1, Odd)
+    assert "new" not in variants()
 
 
 def test_names_show_what_distinguishes_each_run_and_old_names_stay():
@@ -252,17 +263,40 @@ def test_config_json_of_baseline_and_hier_is_what_it_was():
                                                    "recon": "mse"}
     assert set(SAEConfig(variant="baseline").to_dict()) == set(SAEConfig(variant="hier").to_dict())
     for v in VARIANTS:
-        cfg = SAEConfig(variant=v, prefixes=(4,), aux_alpha=0.5)
-        assert SAEConfig(**cfg.to_dict()) == cfg  # what load_sae rebuilds from config.json
+        cfg = SAEConfig.of(v, prefixes=(4,), aux_alpha=0.5)
+        again = SAEConfig.from_dict(cfg.to_dict())  # what load_sae rebuilds from config.json
+        assert again.to_dict() == cfg.to_dict() and again.name == cfg.name
+        assert SAEConfig.from_dict(SAEConfig(variant=v).to_dict()) == SAEConfig(variant=v)
+    # A topk run's config.json from before the variants had their own fields: lambda 0, one group, gamma 1.
+    old = {"variant": "topk", "l1": 0.0, "groups": 1, "gamma": 1.0, "k": 32, "aux_alpha": 0.0, "expansion": 1.0,
+           "seed": 0, "norm": "layer_norm", "recon": "mse"}
+    topk = SAEConfig(variant="topk", k=32)
+    assert SAEConfig.from_dict(old) == topk and topk.to_dict() == old
+
+
+def test_a_field_the_variant_does_not_take_is_refused_not_rewritten():
+    with pytest.raises(FitError, match=r"^topk takes no --l1 \(it takes --k, --aux-alpha, --aux-k, --dead-tokens\): "
+                                       r"leave it out, or use a variant that takes it \(baseline, hier, "
+                                       r"hier-matryoshka\)$"):
+        SAEConfig(variant="topk", l1=0.5)
+    with pytest.raises(FitError, match=r"^baseline takes no --groups"):
+        SAEConfig(variant="baseline", groups=3)
+    cfg = SAEConfig(variant="topk")
+    assert cfg.l1 is None and cfg.groups is None and cfg.k == 64
+    assert SAEConfig(variant="baseline").arch_fields.groups == 1  # the baseline's one group is its own, fixed
 
 
 def test_fields_a_variant_does_not_use_do_not_multiply_it():
-    grid = expand_grid(list(VARIANTS), [0], [3, 5], [1.5, 2.0], [0.04, 0.08], [32, 64])
+    axes = {"variant": list(VARIANTS), "seed": [0], "groups": [3, 5], "gamma": [1.5, 2.0], "l1": [0.04, 0.08],
+            "k": [32, 64]}
+    grid = expand_grid(axes)
     counts = {v: sum(c.variant == v for c in grid) for v in VARIANTS}
     assert counts == {"baseline": 2, "hier": 8, "topk": 2, "batchtopk": 2, "matryoshka": 4, "hier-matryoshka": 8}
-    assert {c.l1 for c in grid if c.variant == "topk"} == {0.0}
-    assert {c.k for c in grid if c.variant == "hier"} == {SAEConfig.k}
+    assert {c.l1 for c in grid if c.variant == "topk"} == {None}
+    assert {c.k for c in grid if c.variant == "hier"} == {None}
     assert set(ARCH_FIELDS) >= {"k", "aux_alpha", "prefixes"}
+    # Fields common to the grid reach only the variants that take them.
+    assert {c.aux_alpha for c in expand_grid({"variant": ["topk", "hier"]}, aux_alpha=0.1)} == {0.1, None}
 
 
 @pytest.mark.parametrize("kw, message", [

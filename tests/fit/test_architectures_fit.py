@@ -15,10 +15,10 @@ from cli_helpers import forked_fits, run_cli
 from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
 
-from fit.checkpoint import KILL_ENV
 from fit.config import SAEConfig, TrainConfig
 from fit.runs import load_sae
 from fit.trainer import fit
+from store.killpoint import KILL_AT_ENV
 
 D = 16
 
@@ -119,10 +119,10 @@ def test_killed_mid_pass_resumes_bit_for_bit_with_auxk_thresholds_and_the_pair_p
     # before the checkpoint it is killed after (12): the resumed pass must step through pairs as the clean one does.
     relu = [*common, "--variant", "baseline", "--l1", 20, "--lr", 0.1, "--tokens", 64 * 16]
     codes = forked_fits([
-        ("killed", {KILL_ENV: "checkpoint:committed@2"}, [*topk, "--out", tmp_path / "resumed"]),
+        ("killed", {KILL_AT_ENV: "checkpoint:committed@2"}, [*topk, "--out", tmp_path / "resumed"]),
         ("resumed", {}, [*topk, "--out", tmp_path / "resumed"]),
         ("clean", {}, [*topk, "--out", tmp_path / "clean"]),
-        ("relu-killed", {KILL_ENV: "checkpoint:committed@3"}, [*relu, "--out", tmp_path / "resumed"]),
+        ("relu-killed", {KILL_AT_ENV: "checkpoint:committed@3"}, [*relu, "--out", tmp_path / "resumed"]),
         ("relu-resumed", {}, [*relu, "--out", tmp_path / "resumed"]),
         ("relu-clean", {}, [*relu, "--out", tmp_path / "clean"]),
     ])

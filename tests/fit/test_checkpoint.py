@@ -12,8 +12,8 @@ from cli_helpers import assert_one_line_error, forked_fits, pipeline_subprocess,
 from direct_store import make_meta, random_rows, write_store
 from safetensors.torch import load_file
 
-from fit.checkpoint import KILL_ENV
 from fit.trainer import LOCK_FILE
+from store.killpoint import KILL_AT_ENV
 
 STEPS, EVERY, LOG_EVERY = 12, 4, 2
 
@@ -49,7 +49,7 @@ CASES = {
 def test_a_fit_killed_at_each_step_of_a_checkpoint_resumes_to_the_uninterrupted_weights(store, tmp_path, case):
     grid, n_saes, points = CASES[case]
     args = fit_args(store, grid)
-    killed = forked_fits([(p, {KILL_ENV: f"checkpoint:{p}"}, [*args, "--out", tmp_path / p]) for p in points])
+    killed = forked_fits([(p, {KILL_AT_ENV: f"checkpoint:{p}"}, [*args, "--out", tmp_path / p]) for p in points])
     assert killed == {p: -signal.SIGKILL for p in points}
     for point in points:
         assert not list((tmp_path / point).glob("*/training.json")), point  # really killed mid-run
@@ -91,7 +91,7 @@ def test_compiled_steps_resume_exactly_and_stop_at_a_nan_batch(store, tmp_path):
     eager = [a for a in args if a != "--compile"]
     err: list[str] = []
     codes = forked_fits([
-        ("killed", {KILL_ENV: "checkpoint:committed@2"}, [*args, "--out", tmp_path / "resumed"]),
+        ("killed", {KILL_AT_ENV: "checkpoint:committed@2"}, [*args, "--out", tmp_path / "resumed"]),
         ("resumed", {}, [*args, "--out", tmp_path / "resumed"]),
         ("clean", {}, [*args, "--out", tmp_path / "clean"]),
         ("eager", {}, [*eager, "--out", tmp_path / "eager"]),
@@ -110,7 +110,7 @@ def test_compiled_steps_resume_exactly_and_stop_at_a_nan_batch(store, tmp_path):
 
 def test_a_pass_of_other_saes_is_still_refused(store, tmp_path, capsys):
     out = tmp_path / "runs"
-    killed = forked_fits([("six", {KILL_ENV: "checkpoint:committed"}, [*fit_args(store, SIX), "--out", out])])
+    killed = forked_fits([("six", {KILL_AT_ENV: "checkpoint:committed"}, [*fit_args(store, SIX), "--out", out])])
     assert killed == {"six": -signal.SIGKILL}
     assert_one_line_error(run_cli(capsys, *fit_args(store, ONE), "--out", out), "baseline",
                           "is being trained by another training pass", "rerun that exact command")

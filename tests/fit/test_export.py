@@ -8,9 +8,10 @@ import sae_lens
 import torch
 from direct_store import make_meta, random_rows, write_store
 
+from fit.architectures import variant as registered
 from fit.config import VARIANTS as ALL_VARIANTS
 from fit.config import SAEConfig, TrainConfig
-from fit.export import SAELENS_ARCHITECTURES, export_saelens
+from fit.export import export_saelens
 from fit.runs import RunDir, load_sae
 from fit.sae import SAE
 from fit.trainer import fit
@@ -38,7 +39,7 @@ def _agree(ours: SAE, theirs: sae_lens.SAE, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_every_variant_has_its_saelens_architecture():
-    assert SAELENS_ARCHITECTURES == EXPECTED
+    assert {v: registered(v).cls.saelens for v in ALL_VARIANTS} == EXPECTED
     assert set(VARIANTS) == set(ALL_VARIANTS)  # a newly registered variant needs an export (and a case here)
 
 
@@ -47,7 +48,7 @@ def test_every_variant_has_its_saelens_architecture():
 def test_saelens_loads_the_export_and_agrees(tmp_path, variant, norm):
     torch.manual_seed(0)
     mean, std = torch.randn(D) * 3, torch.rand(D) + 0.5
-    cfg = SAEConfig(variant=variant, groups=3, k=6, norm=norm, expansion=2.0)
+    cfg = SAEConfig.of(variant, groups=3, k=6, norm=norm, expansion=2.0)
     ours = SAE(cfg, D, store_mean=mean, store_std=std)
     with torch.no_grad():  # move away from the tied initialisation so every weight matters
         for p in ours.parameters():
@@ -78,7 +79,7 @@ def test_every_architecture_trained_in_one_pass_exports_and_agrees(tmp_path):
     meta = make_meta(n_rows=2048, d=D, chunk_rows=256)
     acts = random_rows(2048, D)
     write_store(str(tmp_path / "s.zarr"), meta, acts)
-    saes = [SAEConfig(variant=v, groups=3, k=4, expansion=2.0, l1=0.01) for v in VARIANTS]
+    saes = [SAEConfig.of(v, groups=3, k=4, expansion=2.0, l1=0.01) for v in VARIANTS]
     results = fit(TrainConfig(store=str(tmp_path / "s.zarr"), out=str(tmp_path / "runs"), batch_size=128,
                               tokens=128 * 12, holdout=0.1, log_every=6, checkpoint_every=0), saes)
     assert len(results) == len(VARIANTS)

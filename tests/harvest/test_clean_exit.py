@@ -7,7 +7,7 @@ array counts that as a failure, so this runs 20 real `pipeline harvest` processe
 
 from cli_helpers import pipeline_subprocess
 
-from store import open_store
+from store.reader import open_store
 
 RUNS = 20
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
 
-from store import open_store
+from store.reader import open_store
 from store.verify import verify_store
 
 

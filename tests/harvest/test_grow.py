@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
 
-from harvest import HarvestConfig, harvest
-from store import open_store
+from harvest.config import HarvestConfig
+from harvest.runner import harvest
 from store.errors import IncompleteStoreError
 from store.format import MADE_AT
+from store.reader import open_store
 from store.verify import verify_store
 
 SMALL, LARGE = 4000, 8000

@@ -9,10 +9,12 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
 
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
 from harvest.data import ContextStream, DataSource
 from harvest.lm import LayerCapture, load_model, load_tokenizer
-from store import dtypes, open_store
+from harvest.runner import harvest
+from store import dtypes
+from store.reader import open_store
 from store.verify import verify_store
 
 

@@ -18,7 +18,7 @@ from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
 from tiny_model import build_model, save_tiny_model
 from transformers import AutoTokenizer
 
-from store import open_store
+from store.reader import open_store
 from store.verify import verify_store
 
 ARGS = ["--layer", "2", "--tokens", "6000", "--ctx", "32", "--chunk-rows", "512", "--batch-size", "2"]

@@ -13,12 +13,14 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
 
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
 from harvest.errors import HarvestError
 from harvest.lm import LayerCapture, load_model
-from store import dtypes, open_store
+from harvest.runner import harvest
+from store import dtypes
 from store import format as fmt
 from store.format import MADE_AT
+from store.reader import open_store
 from store.stats import moments_of
 from store.verify import verify_store
 

@@ -19,11 +19,12 @@ import zstandard
 from cli_helpers import assert_one_line_error, run_cli
 from tiny_model import corpus_lines
 
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
 from harvest.data import DataSource
 from harvest.digest import file_digest
 from harvest.errors import HarvestError
-from store import open_store
+from harvest.runner import harvest
+from store.reader import open_store
 from store.verify import verify_store
 
 SETS = ["Pile-CC", "FreeLaw", "Github", "PubMed Abstracts"]

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, pipeline_subprocess, run_cli
 
-from harvest import HarvestConfig, harvest
-from store import open_store
+from harvest.config import HarvestConfig
+from harvest.runner import harvest
 from store.layout import ShardRows
-from store.reader import ActivationStore
+from store.reader import ActivationStore, open_store
 from store.verify import verify_store
 
 TOKENS = 12000

@@ -16,8 +16,9 @@ from direct_store import make_meta, random_rows, write_store
 
 from store import dtypes
 from store.errors import IncompleteStoreError, StoreError, StoreMismatchError
-from store.finalize import GROWTH_STEPS, KILL_AT_ENV, finalize
+from store.finalize import GROWTH_STEPS, finalize
 from store.format import MADE_AT
+from store.killpoint import KILL_AT_ENV
 from store.location import StoreLocation
 from store.reader import open_store
 from store.sink import ChunkSink

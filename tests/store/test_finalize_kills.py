@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from cli_helpers import pipeline_subprocess, run_cli
 
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
+from harvest.runner import harvest
 from store.errors import IncompleteStoreError
-from store.finalize import KILL_AT_ENV, STEPS
+from store.finalize import STEPS
 from store.format import MADE_AT
+from store.killpoint import KILL_AT_ENV
 from store.reader import open_store
 from store.verify import verify_store
 

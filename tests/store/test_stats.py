@@ -5,9 +5,10 @@ import pytest
 import torch
 from direct_store import make_meta
 
-from store import dtypes, open_store
+from store import dtypes
 from store.errors import StoreError
 from store.location import StoreLocation
+from store.reader import open_store
 from store.sink import ChunkSink
 from store.stats import Moments, merge, merge_all, moments_of, moments_of_pieces
 from store.verify import verify_store

@@ -3,9 +3,7 @@
 
 Modules: :mod:`.vocab` (words and prompts), :mod:`.probe` (the 26-way logistic-regression probe), :mod:`.cache`
 (prompt activations and the probe, computed once per model, layer and vocabulary and kept beside the store),
-:mod:`.ksparse` (each letter's main latents), :mod:`.score` (the absorption rules, per SAE).
+:mod:`.ksparse` (each letter's main latents), :mod:`.score` (the absorption rules, per SAE: ``absorption_records``,
+what `pipeline evaluate --absorption` calls). The package imports none of them, so that each may import its
+siblings without an import cycle.
 """
-
-from pipeline.evaluate.absorption.score import AbsorptionSettings, absorption_records, score_sae
-
-__all__ = ["AbsorptionSettings", "absorption_records", "score_sae"]

@@ -9,12 +9,11 @@ temporary name and renamed into place, so a killed build leaves no half cache be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from fit.runs import write_json_atomic
+import pipeline.evaluate.absorption.vocab as vocab
 from harvest.lm import LayerCapture, load_store_lm, load_store_tokenizer, resolve_compute_dtype
 from pipeline.errors import PipelineError
-from pipeline.evaluate.absorption import vocab
 from pipeline.evaluate.absorption.probe import LinearProbe, ProbeSettings, letter_f1s, one_hot, train_multi_probe
+from store.files import replace_atomically, write_json_atomic
 from store.format import StoreMeta
 
 log = logging.getLogger(__name__)
@@ -174,16 +173,14 @@ def load_or_build(meta: StoreMeta, root: Path, *, words: int | None, words_file:
 
 def _write(folder: Path, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Write under a temporary name, then rename: a reader sees the whole cache or none."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    torch.save(tensors, tmp / "tensors.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished the same cache first: its content is the same
-        shutil.rmtree(tmp, ignore_errors=True)
+    def save(tmp: Path) -> None:
+        tmp.mkdir()
+        torch.save(tensors, tmp / "tensors.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+    # Another process may have finished the same cache first (a folder is not replaced): its content is the same.
+    with contextlib.suppress(OSError):
+        replace_atomically(folder, save)
 
 
 def load(folder: Path) -> ProbeCache:

@@ -48,7 +48,7 @@ def test_every_features_firing_rate_matches_sae_lens(both):
 def test_correlated_pairs_fire_together_as_often_as_in_sae_lens(both, small_truth):
     fast, ref = both
     free = (small_truth.parent_G < 0).nonzero().flatten()  # pairs the forest does not tie together
-    F = small_truth.correlation_factor_GR[free]
+    F = small_truth.correlation_factor_GQ[free]
     corr = F @ F.T
     corr.fill_diagonal_(0)
     top = torch.topk(corr.abs().flatten(), 20).indices

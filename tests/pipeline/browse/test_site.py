@@ -11,7 +11,8 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from fit.config import SAEConfig, TrainConfig
 from fit.trainer import fit
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
+from harvest.runner import harvest
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.evaluate.runner import evaluate
 

@@ -9,6 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from fit.architectures import ARCH_FIELDS, variant, variants
 from fit.config import SAEConfig, TrainConfig
 from harvest.config import HarvestConfig
 from pipeline.browse.config import BrowseConfig
@@ -104,11 +105,17 @@ def test_every_generated_option_has_the_configs_help_and_default(command, config
             opt = options[f.name]
             assert opt.help, f"{command} --{f.name} has no help: give {cfg.__name__}.{f.name} a docstring"
             if f.default is not dataclasses.MISSING and opt.default is not None and not opt.is_flag:
-                # A repeatable scalar field (a grid axis) defaults to its value alone; a tuple field is its own list.
-                want = [f.default] if opt.multiple and not isinstance(f.default, tuple) else f.default
+                # A repeatable scalar field (a grid axis) defaults to its value alone; a tuple field is its own list;
+                # an architecture field none at all (each variant's default is its own).
+                want = [] if f.default is None else [f.default] if opt.multiple and not isinstance(
+                    f.default, tuple) else f.default
                 assert tuple(opt.default) == tuple(want) if isinstance(want, tuple | list) else opt.default == want, \
                     (command, f.name)
-            if docs.get(f.name) and f.name not in ("verify_checksums", "shard", "num_shards", "storage_options"):
+            if cfg is SAEConfig and f.name in ARCH_FIELDS:  # its docstring, then each variant's default
+                defaults = {repr(variant(v).defaults()[f.name]) for v in variants() if f.name in variant(v).uses}
+                assert opt.help.startswith(docs[f.name] + " Default: "), (command, f.name)
+                assert all(d in opt.help or d == "()" for d in defaults), (command, f.name, defaults)
+            elif docs.get(f.name) and f.name not in ("verify_checksums", "shard", "num_shards", "storage_options"):
                 assert opt.help.endswith(docs[f.name]), (command, f.name)
 
 

@@ -8,13 +8,14 @@ import torch
 from cli_helpers import assert_one_line_error, run_cli
 
 from fit.config import SAEConfig, TrainConfig
-from fit.runs import RunDir
+from fit.runs import LoadedRun, RunDir
 from fit.sae import SAE
 from fit.trainer import fit
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
+from harvest.runner import harvest
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.evaluate.runner import Member, _behaviour, evaluate
-from store import open_store
+from pipeline.evaluate.runner import _behaviour, evaluate
+from store.reader import open_store
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_splicing_the_identity_changes_nothing(trained, tiny_model_dir):
         sae.b_dec.fill_(-c)
     split = st.split(0.1)
     cfg = EvaluateConfig(runs=("identity",), batch_contexts=4)
-    members = [Member(RunDir(Path("identity")), sae, {})]
+    members = [LoadedRun(RunDir(Path("identity")), sae, {})]
     out = {name: b.to_dict() for name, b in _behaviour(st, split.heldout, members, cfg, torch.device("cpu"),
                                                         None).items()}
     assert out["identity"]["kl"] < 1e-6

@@ -3,7 +3,8 @@
 import pytest
 
 from fit.config import SAEConfig
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
+from harvest.runner import harvest
 from pipeline.evaluate.record import AbsorptionRecord, EvalRecord, GroupStats, StoreRecord, TrainRecord
 
 
@@ -14,7 +15,7 @@ def run(variant, l0, mse, seed=0, l1=0.04, k=None, seconds=0.5, groups=None, **f
                         description="d", tokens_total=70, heldout_rows=[63, 70])
     train = TrainRecord(steps=3, tokens=30, sae_seconds=seconds, final={})
     group = GroupStats(group=1, features=2, live=1, active=1, token_rate=0.5, feature_density=0.25, intensity=2.0)
-    sae = SAEConfig(variant=variant, l1=l1, seed=seed, **({"k": k} if k else {})).to_dict()
+    sae = SAEConfig.of(variant, l1=l1, seed=seed, k=k).to_dict()
     figures = dict(rows=7, mse=mse, mse_raw=2.0, explained_variance=0.5, explained_variance_normalised=0.4, l0=l0,
                    penalty=0.1, active_features=1, dead_features=1, groups=groups or [group],
                    feature_density=[0.5, 0.0], feature_mean_activation=[1.0, 0.0])

@@ -1,6 +1,7 @@
 """The claims table: verdicts on constructed runs, and README's findings block generated from the typed record."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.evaluate.record import GroupStats
 from pipeline.report import claims as cl
-from pipeline.report.collect import find_group, group_runs
+from pipeline.report.collect import compared, find_group, group_runs
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -115,3 +116,54 @@ def test_the_activation_rate_claim_reads_feature_density_not_the_saturated_token
     rate = {c.claim: c for c in cl.claims(None, hier, {})}["early→late groups: activation rate falls"]
     assert (rate.verdict, rate.ours) == ("held", "early 0.8, late 0.15")
     assert "early 1, late 1" in rate.reason and "feature density" in rate.reason
+
+
+def test_the_direction_lines_say_what_the_claims_table_says(make_run, tmp_path):
+    """633.3 against 633 active features, within the seed intervals: the claims table's "not held" is the direction
+    line's too (it said "yes (633.3 vs 633)" beside it)."""
+    from pipeline.report.report import write_report
+
+    evals = [make_run("baseline", 500, 3.0 + s * 0.1, seed=s, active_features=632 + s) for s in range(3)]
+    evals += [make_run("hier", 300, 3.05 + s * 0.1, seed=s, active_features=[633, 633, 634][s]) for s in range(3)]
+    runs = []
+    for e in evals:
+        folder = tmp_path / "runs" / f"{e.sae['variant']}-{e.sae['seed']}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        e.write(folder / "eval.json")
+        runs.append(str(folder))
+    report = write_report(runs, tmp_path / "report").read_text()
+    findings = json.loads((tmp_path / "report" / "claims.json").read_text())
+    active = next(c for c in findings["claims"] if c["claim"] == "more active features")
+    line = next(x for x in report.splitlines() if x.startswith("- more active features:"))
+    assert active["verdict"] == "not held" and active["reason"].startswith("hier better only within the seed")
+    assert line.startswith("- more active features: not held, hier better only within the seed intervals (633.3 ±")
+    for claim, _ in ((c["claim"], c) for c in findings["claims"] if c["verdict"] != "not testable here"):
+        direction = [x for x in report.splitlines() if x.startswith(f"- {claim}:")]
+        assert all(f": {next(c for c in findings['claims'] if c['claim'] == claim)['verdict']}," in d
+                   for d in direction), (claim, direction)
+
+
+def test_the_paper_code_presets_runs_are_compared_at_its_own_setting(make_run):
+    """An experiment with --preset paper-code alone has no run at the paper's setting: its claims compare its own
+    hier and baseline, and say at which setting (they were all "not testable here")."""
+    code = {"recon": "l2", "norm": "none"}
+
+    def at_code(e):
+        return dataclasses.replace(e, sae={**e.sae, **code})
+
+    evals = [at_code(make_run("baseline", 500, 3.0 + s * 0.01, seed=s)) for s in range(2)]
+    evals += [at_code(make_run("hier", 300, 2.0 + s * 0.01, seed=s)) for s in range(2)]
+    pair = compared(group_runs(evals))
+    assert pair.base is not None and pair.hier is not None
+    assert pair.setting.startswith("the `--preset paper-code` setting (the choices of the code")
+    rows = {c.claim: c for c in cl.claims(pair.base, pair.hier, {}, setting=pair.setting)}
+    assert rows["lower reconstruction loss (MSE)"].verdict == "held"
+    # At the paper's setting, where both were run, that pair is the one compared.
+    paper = [make_run(v, 400, 1.0, seed=0) for v in ("baseline", "hier")]
+    assert compared(group_runs(evals + paper)).setting.startswith("the paper's setting (λ = 0.04, K = 5, γ = 1.5)")
+    none = compared(group_runs([make_run("topk", 30, 1.0, k=30)]))
+    assert (none.base, none.hier) == (None, None)
+    missing = {c.claim: c for c in cl.claims(None, None, {}, setting=none.setting)}
+    assert missing["more active features"].reason == "no baseline and no hier run at the paper's setting (λ = 0.04, " \
+                                                     "K = 5, γ = 1.5)"

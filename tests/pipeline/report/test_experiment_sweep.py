@@ -7,7 +7,8 @@ from cli_helpers import run_cli
 
 from fit.config import VARIANTS, SAEConfig, TrainConfig
 from pipeline.errors import PipelineError
-from pipeline.experiment import PRESETS, SWEEP_K, SWEEP_L1, TOPK_FAMILY, Grid
+from pipeline.experiment import Grid
+from pipeline.presets import PRESETS, SWEEP_K, SWEEP_L1, TOPK_FAMILY
 
 
 def test_the_sweep_sets_lambda_for_l1_variants_and_k_for_the_topk_family():

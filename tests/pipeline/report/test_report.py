@@ -1,8 +1,11 @@
 """`pipeline experiment` and `pipeline report` end to end on the tiny Gemma-2 store."""
 
 import json
+from importlib.metadata import version
 
 from cli_helpers import assert_one_line_error, run_cli
+
+from store.reader import open_store
 
 
 def test_experiment_trains_the_grid_in_one_pass_and_reports(store, tmp_path, capsys):
@@ -31,6 +34,17 @@ def test_experiment_trains_the_grid_in_one_pass_and_reports(store, tmp_path, cap
     # the claims table: one row per claim, each with a verdict, in the report and as JSON
     claims = json.loads((out / "report" / "claims.json").read_text())
     assert claims == results["findings"] and len(claims["claims"]) == 8
+    # every record says what made it: schema version, tool and commit, libraries, device, time, config
+    for record in (claims, results, *results["runs"]):
+        assert record["schema_version"] == 2 and record["provenance"]["tool_version"] == version("hfg-sae")
+        assert record["provenance"]["libraries"]["torch"] == version("torch") and record["provenance"]["created_at"]
+    assert {r["provenance"]["device"] for r in results["runs"]} == {"cpu"} and results["config"]["runs"]
+    assert results["runs"][0]["evaluation"]["kl_contexts"] == 4
+    training = json.loads((out / results["runs"][0]["name"] / "training.json").read_text())
+    assert training["schema_version"] == 2 and training["config"]["sae"] == results["runs"][0]["sae"]
+    assert training["provenance"]["git_commit"] == results["runs"][0]["provenance"]["git_commit"]
+    assert open_store(store).meta.provenance.tool_version == version("hfg-sae")
+    assert "by hfg-sae " in report
     assert {c["verdict"] for c in claims["claims"]} <= {"held", "not held", "not testable here"}
     time_row = next(c for c in claims["claims"] if c["claim"].startswith("training-time"))
     assert time_row["verdict"] == "not testable here" and "stacked" in time_row["reason"]

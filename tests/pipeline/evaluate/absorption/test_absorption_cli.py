@@ -9,7 +9,8 @@ from cli_helpers import assert_one_line_error, run_cli
 
 from fit.config import SAEConfig, TrainConfig
 from fit.trainer import fit
-from harvest import HarvestConfig, harvest
+from harvest.config import HarvestConfig
+from harvest.runner import harvest
 from pipeline.evaluate.absorption.vocab import LETTERS, alpha_words
 from pipeline.evaluate.record import EvalRecord
 

@@ -12,10 +12,10 @@ import torch
 from fit.config import SAEConfig
 from fit.export import saelens_tensors
 from fit.sae import SAE
-from pipeline.evaluate.absorption import score_sae
 from pipeline.evaluate.absorption.cache import ProbeCache
 from pipeline.evaluate.absorption.ksparse import balanced_logistic
 from pipeline.evaluate.absorption.probe import ProbeSettings, one_hot, train_multi_probe
+from pipeline.evaluate.absorption.score import score_sae
 from pipeline.evaluate.absorption.vocab import LETTERS, first_letter, split_words
 from pipeline.evaluate.record import AbsorptionRecord
 
@@ -69,7 +69,7 @@ def case():
 def planted_sae(u: torch.Tensor, absorbed_dirs: torch.Tensor, norm: str = "none") -> SAE:
     """A main latent per letter (reads and writes its letter's direction), silenced on the absorbed words, whose
     own latents fire instead and write (u_s + v_word) / sqrt(2): aligned with the probe, carrying its projection."""
-    sae = SAE(SAEConfig(variant="baseline", norm=norm, expansion=1.0, groups=1), D)
+    sae = SAE(SAEConfig(variant="baseline", norm=norm, expansion=1.0), D)
     s = LETTERS.index(LETTER)
     g = torch.Generator().manual_seed(3)
     W_enc = torch.nn.functional.normalize(torch.randn(D, D, generator=g), dim=0)
@@ -125,7 +125,7 @@ def test_the_planted_absorption_rate_is_found_exactly(planted):
 
 def store_stats_version(raw: SAE, mean: torch.Tensor, std: torch.Tensor) -> SAE:
     """The same function of the raw residual as ``raw`` (norm none), written as a store-statistics SAE."""
-    sae = SAE(SAEConfig(variant="baseline", norm="store_stats", expansion=1.0, groups=1), D, store_mean=mean,
+    sae = SAE(SAEConfig(variant="baseline", norm="store_stats", expansion=1.0), D, store_mean=mean,
               store_std=std)
     with torch.no_grad():
         sae.W_enc.copy_(raw.W_enc * std[:, None])
@@ -139,7 +139,7 @@ def folded(sae: SAE) -> SAE:
     """The SAELens export's weights (normalisation folded in) loaded back as a norm-none SAE."""
     tensors, norm = saelens_tensors(sae)
     assert norm == "none"
-    out = SAE(SAEConfig(variant="baseline", norm="none", expansion=1.0, groups=1), D)
+    out = SAE(SAEConfig(variant="baseline", norm="none", expansion=1.0), D)
     with torch.no_grad():
         for name, value in tensors.items():
             getattr(out, name).copy_(value)

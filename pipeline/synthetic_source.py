@@ -1,5 +1,6 @@
 """A fit's rows straight from a synthetic model's stream (``pipeline fit --synthetic``): generated on the fit's
-device, step by step, so a fit can be larger than any disk (SynthSAEBench's protocol is 200M rows).
+device, step by step, so a fit can be larger than any disk (SynthSAEBench's protocol is 200M rows). It joins harvest's
+sampler to fit's :class:`fit.data.Source`, so it lives in pipeline, which may use both.
 
 The training rows are the stream's rows ``[0, tokens)``: batch ``step`` is rows ``[step * B, (step + 1) * B)``, each
 process taking its share; a `pipeline synth` store of the same model and seed holds the same rows. The runs record a
@@ -15,11 +16,12 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from harvest.errors import HarvestError
+from fit.data import Plan
 from harvest.synthetic.config import HELDOUT_FIRST_ROW, StreamConfig
 from harvest.synthetic.model import ModelSpec, load_or_build, spec_of
 from harvest.synthetic.runner import pilot_slots, synthetic_meta, write_stream
 from harvest.synthetic.sampler import Stream, make_sampler
+from pipeline.errors import PipelineError
 from store.location import StoreLocation
 from store.reader import ActivationStore, open_store
 from store.stats import Moments, moments_of
@@ -57,10 +59,9 @@ class SyntheticSource:
         self.num_streams = 1
 
     def plan(self, cfg, streams: int):
-        from fit.data import Plan
 
         if cfg.tokens is None:
-            raise HarvestError("a fit on a synthetic stream needs --tokens (the stream has no end)")
+            raise PipelineError("a fit on a synthetic stream needs --tokens (the stream has no end)")
         n_steps = cfg.tokens // cfg.batch_size
         self.num_streams = streams
         syn = self.store.meta.synthetic
@@ -77,7 +78,7 @@ class SyntheticSource:
     def batches(self, cfg, device: torch.device, start_step: int, n_steps: int,
                 streams: list[int] | None) -> StreamBatches:
         if device.type != self.stream.device.type:
-            raise HarvestError(f"the stream is generated on {self.stream.device} but the fit runs on {device}")
+            raise PipelineError(f"the stream is generated on {self.stream.device} but the fit runs on {device}")
         return StreamBatches(self.stream, cfg.batch_size, start_step, n_steps, streams, self.num_streams)
 
 
@@ -107,7 +108,7 @@ def _model(cfg: StreamConfig, device: torch.device, on_build) -> tuple[ModelSpec
         return spec, load_or_build(spec, cfg.model_cache, device, on_build)
     store = open_store(cfg.synthetic)
     if not store.synthetic:
-        raise HarvestError(f"--synthetic {cfg.synthetic} holds an LM's activations, not a synthetic model: train "
+        raise PipelineError(f"--synthetic {cfg.synthetic} holds an LM's activations, not a synthetic model: train "
                            "from it with --store, or name a synthetic store, a preset or a config file")
     syn = store.meta.synthetic
     return ModelSpec(syn.config, preset=None, source=syn.config_file or syn.name), store.ground_truth()
