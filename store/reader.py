@@ -487,7 +487,7 @@ class ActivationStore:
     def describe(self) -> str:
         m = self.meta
         return (
-            f"{m.model.name} layer {m.layer}, {self.n_rows:,} tokens of {m.dataset.name}, "
+            f"{m.model.name} layer {m.layer}, {self.n_rows:,} tokens of {m.dataset.label}, "
             f"ctx {m.context.length}, d_model {m.d_model}"
         )
 

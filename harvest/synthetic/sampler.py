@@ -203,10 +203,7 @@ class FastSampler:
         pair, child, value = pair[on], child[on], value[on]
         exclusive = self.exclusive_G[parent[pair]]
         if bool(exclusive.any()):
-            # Uniformly one of an exclusive parent's active children: the highest of independent uniform scores.
-            score = torch.rand(len(pair), generator=gen, device=self.device)
-            best = torch.full((len(parent),), -1.0, device=self.device).scatter_reduce(0, pair, score, "amax")
-            keep = ~exclusive | (score == best[pair])
+            keep = ~exclusive | one_of_each(pair, len(parent), gen)
             pair, child, value = pair[keep], child[keep], value[keep]
         scaled = self.scale_children_G[parent[pair]]
         factor = torch.where(scaled, parent_value[pair] / self.mean_G[parent[pair]], torch.ones_like(value))
@@ -258,6 +255,15 @@ class SaeLensSampler:
             acts_BG = self.generator.sample(n)
         row, feat = acts_BG.nonzero(as_tuple=True)  # row-major: sorted by row, then feature
         return assemble(row, feat, acts_BG[row, feat], n, self.dictionary_GD, self.bias_D)
+
+
+def one_of_each(group_P: torch.Tensor, n_groups: int, gen: torch.Generator) -> torch.Tensor:
+    """Uniformly one member of each group (``group_P``: each member's group, in [0, n_groups)), as a mask: the member
+    whose place in a random permutation is highest. A permutation has no ties; independent float32 uniform scores
+    tied once in a million rows of synth-cpu, and both children of an exclusive parent stayed."""
+    score = torch.randperm(len(group_P), generator=gen, device=group_P.device)
+    best = torch.full((n_groups,), -1, device=group_P.device).scatter_reduce(0, group_P, score, "amax")
+    return score == best[group_P]
 
 
 def assemble(row_P: torch.Tensor, feat_P: torch.Tensor, value_P: torch.Tensor, n: int, dictionary_GD: torch.Tensor,

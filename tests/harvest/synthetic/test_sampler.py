@@ -106,3 +106,21 @@ def test_the_stream_gives_the_same_rows_however_it_is_cut(small_truth):
     assert torch.equal(whole.x_BD, torch.cat([parts[1].x_BD, parts[0].x_BD]))
     other = Stream(FastSampler(small_truth, cpu), 8, cpu).rows(1000, 9000)
     assert not torch.equal(whole.x_BD, other.x_BD)
+
+
+def test_one_member_of_each_group_is_kept_uniformly():
+    """The exclusive parent's choice among its active children: exactly one each, every member equally likely."""
+    from harvest.synthetic.sampler import one_of_each
+
+    gen = torch.Generator().manual_seed(0)
+    sizes = torch.tensor([1, 2, 3, 5, 40])
+    group = torch.repeat_interleave(torch.arange(len(sizes)), sizes).repeat(4000)
+    n_groups = len(sizes) * 4000
+    group = group + torch.arange(4000).repeat_interleave(int(sizes.sum())) * len(sizes)
+    keep = one_of_each(group, n_groups, gen)
+    assert torch.equal(torch.bincount(group[keep], minlength=n_groups), torch.ones(n_groups, dtype=torch.long))
+    # Each member of the 5-member group is kept ~1/5 of the time (4000 draws: within 5 standard deviations).
+    first = int(sizes[:3].sum())
+    place = torch.arange(len(group)) % int(sizes.sum())
+    kept = torch.bincount(place[keep], minlength=int(sizes.sum()))[first:first + 5].float()
+    assert ((kept - 800).abs() < 5 * (4000 * 0.2 * 0.8) ** 0.5).all(), kept
