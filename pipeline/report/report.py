@@ -318,9 +318,10 @@ def write_report(run_paths: list[str], out: str | Path, readme: str | Path | Non
     code_lines, code_data = _paper_code(groups)
     store = evals[0].store
     if lm_evals:
-        setting = (f"On `{Path(store.model).name}` layer {store.layer} ({store.tokens_total:,} tokens of "
-                   f"{dataset_name(store)}; {len(evals)} SAEs, {len(architectures)} architecture(s)), the "
-                   f"paper's claims at {pair.setting} (means over seeds)")
+        data = Path(dataset_name(store)).name if store.data_files else dataset_name(store)
+        setting = (f"On `{Path(store.model).name}` layer {store.layer} ({store.tokens_total:,} tokens of {data}; "
+                   f"{len(evals)} SAEs, {len(architectures)} architecture(s)), the paper's claims at {pair.setting} "
+                   "(means over seeds)")
     else:
         setting = (f"On the synthetic store `{store.model}`, the paper's claims at {pair.setting} where it was "
                    "run")
