@@ -53,8 +53,8 @@ class Provenance:
     def describe(self) -> str:
         """One line for a report: tool, commit and the libraries' versions."""
         libs = ", ".join(f"{k} {v}" for k, v in self.libraries.items() if v != "not installed")
-        return (f"{TOOL} {self.tool_version} ({self.git_commit}), {libs}; on {self.device}, "
-                f"{self.created_at}")
+        where = "" if self.device == "none" else f" on {self.device}"
+        return f"{TOOL} {self.tool_version} ({self.git_commit}), {libs};{where} {self.created_at}"
 
 
 def provenance(device: Any = "none") -> Provenance:
