@@ -33,9 +33,10 @@ def loaded_by_help() -> list[str]:
     return json.loads(out.stderr.strip().splitlines()[-1])
 
 
-def run(report: BenchReport, starts: int = STARTS) -> None:
-    _seconds([sys.executable, "-c", "pass"], 2)  # warm the page cache alike
-    _seconds([sys.executable, "-m", "pipeline", "--help"], 2)
+def run(report: BenchReport, starts: int = STARTS, warm: int = 2) -> None:
+    for _ in range(warm):  # warm the page cache alike
+        _seconds([sys.executable, "-c", "pass"], 1)
+        _seconds([sys.executable, "-m", "pipeline", "--help"], 1)
     bare = _seconds([sys.executable, "-c", "pass"], starts)
     helped = _seconds([sys.executable, "-m", "pipeline", "--help"], starts)
     heavy = loaded_by_help()
