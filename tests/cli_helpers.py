@@ -65,7 +65,9 @@ FORKER = """
 import importlib, json, os, sys
 import datasets, transformers  # what every command's logging set-up imports
 import fit.trainer
-from pipeline.cli import main
+from pipeline.cli import COMMANDS, cli, main
+for command in COMMANDS:  # the command modules, which the group imports only when one runs
+    cli.get_command(None, command)
 for name in sys.argv[1:]:
     importlib.import_module(name)
 transformers.utils.logging.set_verbosity_error()

@@ -105,6 +105,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
                                                "--sweep-variant", "topk", "--sweep-k", "1000"],
      ["--sweep-k 1000", "8 latents"]),
     # Click's own usage errors, as our one line.
+    ("misspelt command", ["fitt"], ["No such command 'fitt'", "Did you mean 'fit'?", "pipeline --help"]),
+    ("misspelt store command", ["store", "lst"], ["No such command 'lst'", "Did you mean 'list'?"]),
     ("fit variant nope", ["fit", "--store", "{store}", "--out", "{out}", "--variant", "nope"],
      ["'nope'", "baseline", "pipeline fit --help"]),
     ("fit prefixes abc", ["fit", "--store", "{store}", "--out", "{out}", "--variant", "matryoshka",

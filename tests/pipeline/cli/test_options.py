@@ -96,7 +96,7 @@ def _options(command: click.Command) -> dict[str, click.Option]:
     ("browse", (BrowseConfig,)),
 ])
 def test_every_generated_option_has_the_configs_help_and_default(command, configs):
-    options = _options(cli.commands[command])
+    options = _options(cli.get_command(None, command))
     for cfg in configs:
         docs = help_text(cfg)
         for f in dataclasses.fields(cfg):
@@ -120,7 +120,7 @@ def test_every_generated_option_has_the_configs_help_and_default(command, config
 
 
 def test_experiment_offers_every_fit_option():
-    fit, experiment = _options(cli.commands["fit"]), _options(cli.commands["experiment"])
+    fit, experiment = _options(cli.get_command(None, "fit")), _options(cli.get_command(None, "experiment"))
     grid_axes = {"variant", "seed", "groups", "gamma", "l1", "k"}  # the experiment's grid sets these itself
     missing = set(fit) - set(experiment) - grid_axes - {"as_json"}
     assert not missing, f"pipeline experiment lacks fit's {sorted(missing)}"
