@@ -115,6 +115,9 @@ def list_(url: str, as_json: bool, storage_options: tuple[str, ...]) -> None:
     if as_json:
         click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return
+    if not entries:
+        console.print(f"no stores under {url}", highlight=False)
+        return
     table = Table(title=f"{len(entries)} store(s) under {url}", title_justify="left")
     for column in ("store", "state", "model", "layer", "tokens", "data set", "size", "written by"):
         table.add_column(column, overflow="fold")
