@@ -13,7 +13,7 @@ import time
 from benchmarks.common import BenchReport, Figure
 
 STARTS = 10
-HEAVY = ("torch", "zarr", "matplotlib", "transformers")
+HEAVY = ("torch", "zarr", "matplotlib", "transformers", "datasets", "sae_lens")
 PROBE = ("import sys, json\nsys.argv = ['pipeline', '--help']\nfrom pipeline.cli import main\ntry:\n    main()\n"
          f"except SystemExit:\n    pass\nsys.stderr.write(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
 
