@@ -170,23 +170,6 @@ def _stored(name: str, t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy().astype(STORED_DTYPES.get(name, np.float32)))
 
 
-def padded_rows(row_B: torch.Tensor, feature: torch.Tensor, value: torch.Tensor, n_rows: int,
-                slots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Active (row, feature, value) triples, sorted by row then feature, as the store's padded per-row lists
-    ``(n_rows, slots)``: features ascending then -1, coefficients then 0. A row with more than ``slots`` features
-    raises ValueError (the caller names the store and the fix)."""
-    counts = torch.bincount(row_B, minlength=n_rows)
-    if len(counts) and int(counts.max()) > slots:
-        raise ValueError(f"a row has {int(counts.max())} active features, more than the {slots} slots")
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(len(row_B)) - starts[row_B]
-    ids = np.full((n_rows, slots), NO_FEATURE, dtype=np.int32)
-    coefs = np.zeros((n_rows, slots), dtype=np.float32)
-    ids[row_B.numpy(), slot.numpy()] = feature.numpy()
-    coefs[row_B.numpy(), slot.numpy()] = value.float().numpy()
-    return ids, coefs
-
-
 def dense_rows(ids_BS: np.ndarray | torch.Tensor, coefs_BS: np.ndarray | torch.Tensor,
                n_features: int) -> torch.Tensor:
     """The padded per-row lists as dense coefficients ``(B, G)``."""
