@@ -95,12 +95,9 @@ def check_options_apply(variants: list[str] | tuple[str, ...], given: set[str]) 
             continue
         if not any(name in variant(v).uses for v in variants):
             users = [v for v in VARIANTS if name in variant(v).uses]
-            raise click.UsageError(f"{SAE_FLAGS.get(name, option_name(name))} applies to none of the variants asked "
+            flags = "/".join(SAE_OPTIONS[name].names) or option_name(name)
+            raise click.UsageError(f"{flags} applies to none of the variants asked "
                                    f"for ({', '.join(variants)}): it sets {', '.join(users)}.")
-
-
-SAE_FLAGS = {"groups": "-K/--groups"}
-"""How messages name an SAE option whose flag is not --field-name."""
 
 
 def sae_grid(values: dict) -> list[SAEConfig]:
