@@ -38,7 +38,7 @@ class TruthAccumulator:
         self.best_cos_F, best = cos_FG.max(dim=1)
         self.best_feature_F = best
         self.matching = m.hungarian(cos_FG)
-        self.uniqueness = m.uniqueness(cos_FG)
+        self.uniqueness = m.uniqueness(best)
         del cos_FG
         G = truth.n_features
         self.parents = truth.parents_with_children.to(device)
@@ -156,12 +156,17 @@ class TruthAccumulator:
         parents, children = self.parents.cpu(), self.children.cpu()
         pp = self.pair_parent.cpu()
         learned = (self.parent_latent >= 0).cpu()
+        # One copy to the host each, not one per element (a sync each on a GPU).
+        child_rows, child_absorbed, child_share = (t.tolist() for t in (
+            self.child_rows, self.child_absorbed, self.child_share))
+        control_rows, control_absorbed, control_share = (t.tolist() for t in (
+            self.control_rows, self.control_absorbed, self.control_share))
         for c in range(len(children)):
             p = int(pp[c])
             counts = m.PairCounts(
-                child_rows=int(self.child_rows[c]), child_absorbed=int(self.child_absorbed[c]),
-                child_share=float(self.child_share[c]), control_rows=int(self.control_rows[p]),
-                control_absorbed=int(self.control_absorbed[p]), control_share=float(self.control_share[p]))
+                child_rows=int(child_rows[c]), child_absorbed=int(child_absorbed[c]),
+                child_share=float(child_share[c]), control_rows=int(control_rows[p]),
+                control_absorbed=int(control_absorbed[p]), control_share=float(control_share[p]))
             score = m.pair_score(counts) if bool(learned[p]) else None
             out.append(None if score is None else TruthPair(
                 parent=int(parents[p]), child=int(children[c]), depth=int(depth[parents[p]]),

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.evaluate.absorption.score import AbsorptionSettings
+
 COSINE_BAR = 0.5
 """A latent represents a true feature when the absolute cosine of its decoder direction with the feature's is at
 least this (a parent's latent, a group's matched features)."""
-ABSORPTION_SHARE = 0.4
+ABSORPTION_SHARE = AbsorptionSettings.proportion
 """A silent parent latent counts as absorbed when latents pointing towards the parent still put at least this share
 of the parent's true coefficient along its direction (SAEBench's 0.4, with the truth in place of a probe)."""
-ABSORBER_COS = 0.1
+ABSORBER_COS = AbsorptionSettings.fraction_cos
 """A latent points towards a parent when its decoder direction's cosine with the parent's exceeds this (SAEBench's
 ABSORPTION_FRACTION_PROBE_COS_THRESHOLD); latents pointing away, whose interference would only lower the sum, and
 unrelated ones are left out."""
@@ -76,16 +78,17 @@ class Matching:
 def hungarian(cos_FG: torch.Tensor) -> Matching:
     from scipy.optimize import linear_sum_assignment
 
-    cost = 1 - cos_FG.cpu().numpy()
-    rows, cols = linear_sum_assignment(cost)
-    return Matching(rows, cols, cos_FG.cpu().numpy()[rows, cols])
+    cos = cos_FG.cpu().numpy()
+    rows, cols = linear_sum_assignment(1 - cos)
+    return Matching(rows, cols, cos[rows, cols])
 
 
-def uniqueness(cos_FG: torch.Tensor) -> float:
-    """Distinct best-matching true features over latents (SAELens's ``feature_uniqueness``)."""
-    if cos_FG.shape[0] == 0:
+def uniqueness(best_feature_F: torch.Tensor) -> float:
+    """Distinct best-matching true features (each latent's argmax of its cosines) over latents (SAELens's
+    ``feature_uniqueness``)."""
+    if len(best_feature_F) == 0:
         return 0.0
-    return len(cos_FG.argmax(dim=1).unique()) / cos_FG.shape[0]
+    return len(best_feature_F.unique()) / len(best_feature_F)
 
 
 @dataclass(frozen=True)
