@@ -94,14 +94,17 @@ def run_experiment(train: TrainConfig, grid: Grid, *, evaluation: dict[str, Any]
     (``evaluation``: EvaluateConfig fields such as kl_contexts) on the training store and device, and write the
     report to ``train.out``/report."""
     # The stages load torch, zarr and matplotlib: imported when the experiment runs, not when its options are read.
+    from fit.data import StoreSource
     from fit.trainer import fit
     from pipeline.evaluate.runner import evaluate
     from pipeline.report.report import write_report
     from store.reader import open_store
 
     saes = grid.saes()
-    grid.check_width((source.store if source is not None else open_store(
-        train.store, storage_options=train.storage_options, allow_unsealed=train.allow_unsealed)).d_model)
+    # One open for the width check and the pass (each open checks the seal and lists the chunks).
+    source = source or StoreSource(open_store(train.store, storage_options=train.storage_options,
+                                              allow_unsealed=train.allow_unsealed))
+    grid.check_width(source.store.d_model)
     runs = [str(Path(train.out) / s.name) for s in saes]
     # Built before training so that a bad evaluation option is refused before hours of training, not after.
     eval_cfg = EvaluateConfig(runs=tuple(runs), device=train.device, allow_unsealed=train.allow_unsealed,
