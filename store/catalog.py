@@ -22,7 +22,6 @@ from store.reader import written_prefix_rows
 
 MAX_DEPTH = 4
 """Folders below the given one that are searched for stores."""
-STATES = ("complete", "growing", "unfinished", "unreadable")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from store import dtypes, truth
 from store import format as fmt
@@ -283,7 +284,7 @@ def _check_truth(store: ActivationStore, report: VerifyReport) -> None:
         expected = truth.rows_of(ids, coefs, gt.dictionary_GD, gt.bias_D)
         stored = dtypes.decode(dtypes.encode(expected, store.meta.dtype), store.meta.dtype)
         # Sampled on another device the float32 sum may round the other way: one unit of the stored dtype's last place.
-        ulp = stored.abs() * {"bfloat16": 2.0**-7, "float16": 2.0**-10}[store.meta.dtype] + 1e-6
+        ulp = stored.abs() * torch.finfo(dtypes.TORCH_DTYPES[store.meta.dtype]).eps + 1e-6
         bad = ((acts - stored).abs() > ulp).any(dim=1)
         if bool(bad.any()):
             mismatched.append(f"activations chunk {j}: row {start + int(bad.nonzero()[0, 0])} is not the sum of its "

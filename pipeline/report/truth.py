@@ -14,6 +14,7 @@ from pipeline.report import frontier, plots
 from pipeline.report.claims import Claim, truth_claims
 from pipeline.report.collect import by_architecture
 from pipeline.report.matched import matched_section
+from pipeline.report.paper import THE_SETTING
 from pipeline.report.text import fmt
 
 
@@ -38,7 +39,7 @@ def pair_labels(architectures: dict[str, list[EvalRecord]]) -> tuple[str, str] |
                 return label
         return None
 
-    base, hier = first("baseline"), first("hier", groups=5, gamma=1.5) or first("hier")
+    base, hier = first("baseline"), first("hier", groups=THE_SETTING.groups, gamma=THE_SETTING.gamma) or first("hier")
     return None if base is None or hier is None else (base, hier)
 
 
