@@ -26,7 +26,7 @@ from pipeline.browse.stats import FeatureStats
 from pipeline.browse.truth import TRUTH_LENS, truth_names, truth_row_texts
 from pipeline.errors import PipelineError
 from pipeline.evaluate.record import EvalRecord
-from pipeline.evaluate.runner import check_run_store
+from pipeline.evaluate.runner import check_runs_store
 from pipeline.report.frontier import describe
 from store.device import resolve_device
 from store.reader import ActivationStore, open_store
@@ -163,8 +163,7 @@ def _build_store(site: SiteWriter, shown: _ShownStore, members: list[Run], cfg: 
     """The pass over one store's held-out rows, its contexts and every run's pages; returns the runs' entries of
     data/site.js."""
     store = shown.store
-    for r in members:
-        check_run_store(r.run, r.config, store, shown.url)
+    check_runs_store([(r.run, r.config) for r in members], store, shown.url)
     log.info("%s: %d held-out rows for %s", shown.url, shown.heldout[1] - shown.heldout[0],
              ", ".join(r.key for r in members))
     stats = scan(store, shown.heldout, {r.key: r.sae for r in members}, cfg.stats, dev, cfg.seed,

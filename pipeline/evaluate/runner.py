@@ -36,26 +36,30 @@ Progress = Callable[..., None]
 """``(done, total, stage, unit=None)``: the CLI's progress bar (``pipeline.cli.console.progress_bar``)."""
 
 
-def check_run_store(run: RunDir, config: dict, store: ActivationStore, url: str) -> None:
-    """Refuse a store other than the one the run was trained on (another model, layer, data set or length):
-    its held-out rows would be other rows, or rows the run trained on. The same store extended since is accepted:
-    it holds the run's held-out rows unchanged (``ActivationStore.recorded_mismatch``)."""
-    mismatch = store.recorded_mismatch(config["store"], tuple(config["train"]["heldout_rows"]))
-    if mismatch is not None:
-        key, want, have = mismatch
-        raise PipelineError(
-            f"{run} was trained on another store than {url}: its {key} is {want!r}, this store's is "
-            f"{have!r}; pass the store it was trained on with --store"
-        )
-    rows = (0, config["train"]["heldout_rows"][1])  # the training rows and the held-out ones after them
+def check_runs_store(runs: list[tuple[RunDir, dict]], store: ActivationStore, url: str) -> None:
+    """Refuse a store other than the one each run (its directory, its config.json) was trained on (another model,
+    layer, data set or length): its held-out rows would be other rows, or rows the run trained on. The same store
+    extended since is accepted: it holds the runs' held-out rows unchanged (``ActivationStore.recorded_mismatch``).
+    The chunks' positions are read once for all the runs."""
+    for run, config in runs:
+        mismatch = store.recorded_mismatch(config["store"], tuple(config["train"]["heldout_rows"]))
+        if mismatch is not None:
+            key, want, have = mismatch
+            raise PipelineError(
+                f"{run} was trained on another store than {url}: its {key} is {want!r}, this store's is "
+                f"{have!r}; pass the store it was trained on with --store"
+            )
+    stop = max(config["train"]["heldout_rows"][1] for _, config in runs)  # training rows, then the held-out ones
     for name in BOUND_ARRAYS:
-        store.check_positions(name, *rows)
-    changed = store.binding_problem(config["store"].get("binding"))
-    if changed is not None:
-        raise PipelineError(
-            f"{url} changed since {run} was trained on it ({changed}; the store was sealed again since): its figures "
-            "would measure other rows than it was trained and held out on; restore the store, or train again on it"
-        )
+        store.check_positions(name, 0, stop)
+    for run, config in runs:
+        changed = store.binding_problem(config["store"].get("binding"))
+        if changed is not None:
+            raise PipelineError(
+                f"{url} changed since {run} was trained on it ({changed}; the store was sealed again since): its "
+                "figures would measure other rows than it was trained and held out on; restore the store, or train "
+                "again on it"
+            )
 
 
 def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[EvalRecord]:
@@ -64,8 +68,7 @@ def evaluate(cfg: EvaluateConfig, on_progress: Progress | None = None) -> list[E
     records = []
     for (url, heldout), members in runs_by_store(list(cfg.runs), dev, cfg.store_url).items():
         store = open_store(url, allow_unsealed=cfg.allow_unsealed)
-        for m in members:
-            check_run_store(m.run, m.config, store, url)
+        check_runs_store([(m.run, m.config) for m in members], store, url)
         if heldout[1] <= heldout[0]:
             raise PipelineError(f"{members[0].run} has no held-out rows (trained with --holdout 0)")
         if store.synthetic and cfg.absorption:
