@@ -170,12 +170,12 @@ def _stored(name: str, t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy().astype(STORED_DTYPES.get(name, np.float32)))
 
 
-def dense_rows(ids_BS: np.ndarray | torch.Tensor, coefs_BS: np.ndarray | torch.Tensor,
-               n_features: int) -> torch.Tensor:
-    """The padded per-row lists as dense coefficients ``(B, G)``."""
-    ids = torch.as_tensor(ids_BS).long()
-    coefs = torch.as_tensor(coefs_BS).float()
-    out = torch.zeros(ids.shape[0], n_features + 1, dtype=torch.float32)
+def dense_rows(ids_BS: np.ndarray | torch.Tensor, coefs_BS: np.ndarray | torch.Tensor, n_features: int,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """The padded per-row lists as dense coefficients ``(B, G)``, made on ``device`` (only the lists cross to it)."""
+    ids = torch.as_tensor(ids_BS, device=device).long()
+    coefs = torch.as_tensor(coefs_BS, device=device).float()
+    out = torch.zeros(ids.shape[0], n_features + 1, dtype=torch.float32, device=ids.device)
     out.scatter_(1, torch.where(ids >= 0, ids, n_features), coefs)  # padding lands in the extra column
     return out[:, :n_features]
 

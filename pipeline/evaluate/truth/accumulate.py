@@ -73,7 +73,7 @@ class TruthAccumulator:
         their reconstructions in activation space, and the rows' ground truth."""
         for a in range(0, len(z_BF), SUB_ROWS):
             b = min(a + SUB_ROWS, len(z_BF))
-            coef_BG = dense_rows(ids_BS[a:b], coefs_BS[a:b], self.truth.n_features).to(self.device)
+            coef_BG = dense_rows(ids_BS[a:b], coefs_BS[a:b], self.truth.n_features, self.device)
             self._add(z_BF[a:b], scale_B[a:b], coef_BG)
         norm_x = x_BD.double().norm(dim=1)
         ok = norm_x > 1e-6
