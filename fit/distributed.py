@@ -37,10 +37,14 @@ class World:
     def earliest(self, value: torch.Tensor) -> int:
         """The smallest of every rank's ``value`` (a one-element tensor on the training device), read back on the
         host: every rank gets the same answer, so all ranks stop together."""
+        return self.earliest_each(value.reshape(1))[0]
+
+    def earliest_each(self, values: torch.Tensor) -> list[int]:
+        """:meth:`earliest` of each element of ``values`` (a 1-d tensor), in one reduction and one read back."""
         if self.distributed:
-            value = value.clone()
-            dist.all_reduce(value, op=dist.ReduceOp.MIN)
-        return int(value.item())
+            values = values.clone()
+            dist.all_reduce(values, op=dist.ReduceOp.MIN)
+        return [int(v) for v in values.tolist()]
 
 
 def init_world(device: str) -> World:

@@ -261,13 +261,13 @@ class Health:
         for stack in self.stacks:
             if stack.first_bad_loss_M is None:
                 continue
-            for t, step_t in zip(stack.members, stack.first_bad_loss_M, strict=True):
-                step = world.earliest(step_t)
+            for t, step in zip(stack.members, world.earliest_each(stack.first_bad_loss_M), strict=True):
                 if step != self.NONE:
                     raise FitError(f"{t.cfg.name}: its loss became NaN or Inf at step {step}: training diverged "
                                    f"(try a lower --lr); {kept}")
-            for t, bad in zip(stack.members, stack.non_finite_members(), strict=True):
-                if world.earliest(torch.where(bad, 0, self.NONE)) == 0:
+            bad_M = world.earliest_each(torch.where(stack.non_finite_members(), 0, self.NONE))
+            for t, bad in zip(stack.members, bad_M, strict=True):
+                if bad == 0:
                     raise FitError(f"{t.cfg.name}: its weights hold NaN or Inf after step {done}: training diverged "
                                    f"(try a lower --lr); {kept}")
 
