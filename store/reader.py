@@ -203,15 +203,14 @@ class ActivationStore:
         full, tail = divmod(self.n_rows, self.chunk_rows)
         out: dict[str, Any] = {"manifest_sha256": self.meta.manifest_sha256}
         for name in BOUND_ARRAYS:
-            crcs = self.manifest.arrays[name].crc32c[:full]
-            out[name] = {"chunks": "".join(f"{c:08x}" for c in crcs)}
+            out[name] = {"chunks": self.manifest.arrays[name].crc32c_hex[: 8 * full]}
             if tail:
-                out[name]["tail"] = [full * self.chunk_rows, self.n_rows, f"{self._rows_crc(name, full):08x}"]
+                lo, hi = self.rows.chunk_bounds(full)
+                out[name]["tail"] = [lo, hi, f"{self._rows_crc(name, lo, hi):08x}"]
         return out
 
-    def _rows_crc(self, name: str, j: int) -> int:
-        """CRC-32C of the stored bytes of chunk ``j``'s readable rows of array ``name``."""
-        lo, hi = self.rows.chunk_bounds(j)
+    def _rows_crc(self, name: str, lo: int, hi: int) -> int:
+        """CRC-32C of the stored bytes of rows [lo, hi) of array ``name``."""
         rows = self.read_rows_raw(lo, hi) if name == fmt.ACTIVATIONS else self.read_array(name, lo, hi)
         return google_crc32c.value(np.ascontiguousarray(rows).view(np.uint8).tobytes())
 
@@ -233,8 +232,7 @@ class ActivationStore:
                 j = lo // self.chunk_rows
                 if hi > self.n_rows:
                     return f"rows {lo}..{hi} are no longer all in it"
-                stored = self.read_rows_raw(lo, hi) if name == fmt.ACTIVATIONS else self.read_array(name, lo, hi)
-                if google_crc32c.value(np.ascontiguousarray(stored).view(np.uint8).tobytes()) != int(crc, 16):
+                if self._rows_crc(name, lo, hi) != int(crc, 16):
                     return f"{name} rows {lo}..{hi} (chunk {j}) are not the ones it trained on"
         return None
 
@@ -455,7 +453,10 @@ class ActivationStore:
 
     def _check_chunks_exist(self, name: str, start: int, stop: int) -> None:
         """Where a fill value is a real value (padding, a row without features), a missing chunk cannot be told by
-        its contents: its file must be there."""
+        its contents: its file must be there. A sealed store's read checks each chunk's trailer against the manifest
+        (``check_positions``), which finds a missing one without this extra request per chunk."""
+        if self.manifest is not None:
+            return
         for j in self._chunks_of(name, start, stop):
             key = self.array_chunk_key(name, j)
             with self.location.translate_unreachable():
@@ -519,7 +520,7 @@ def open_store(
         sealed = _check_seal(location, root, meta, allow_unsealed)
     # Consolidated metadata is used when present; a store whose finalize stopped early still opens.
     group = open_group(location, read_only=True, use_consolidated=None)
-    _check_array_metadata(location, meta, group, sealed is None)
+    _check_array_metadata(location, root, meta, group, sealed is None)
     if meta.complete:
         store = ActivationStore(location, meta, group, meta.n_rows, manifest=sealed)
         if sealed is not None and check_chunk_set:
@@ -596,15 +597,16 @@ def chunk_set_problems(location: StoreLocation, manifest: Manifest, *, deep: boo
     return problems
 
 
-def _check_array_metadata(location: StoreLocation, meta: fmt.StoreMeta, group: zarr.Group,
+def _check_array_metadata(location: StoreLocation, root: dict, meta: fmt.StoreMeta, group: zarr.Group,
                           compare_copies: bool) -> None:
     """Refuse arrays whose metadata (as this reader sees it: the consolidated copy once complete) is not what
     the format specifies for these attributes: a shape or chunking edited in place would misplace every row.
     Codecs are not compared here, so that a store recompressed by another tool still reads. ``compare_copies``
-    (no manifest to do it): each array's own zarr.json must also equal its consolidated copy."""
+    (no manifest to do it): each array's own zarr.json must also equal its consolidated copy in ``root`` (the root
+    document as read at open)."""
     expected = expected_array_docs(meta)
     consolidated = group.metadata.consolidated_metadata is not None
-    copies = consolidated_docs(read_root(location) or {}) if compare_copies and consolidated else None
+    copies = consolidated_docs(root) if compare_copies and consolidated else None
     for name in expected:
         doc = array_doc(open_array(location, group, name))
         # Both the attributes and the consolidated copies live in the root document: a disagreement is its damage.
