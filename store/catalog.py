@@ -14,7 +14,7 @@ from typing import Any
 
 from store import format as fmt
 from store.errors import StoreError
-from store.layout import ROOT_DOC, read_root
+from store.layout import ROOT_DOC, read_meta
 from store.location import StoreLocation
 from store.progress import read_growth
 from store.provenance import NOT_A_CHECKOUT
@@ -94,11 +94,10 @@ def _entry(location: StoreLocation, name: str) -> StoreEntry:
     url = str(location)
     size = _size(location)
     try:
-        root = read_root(location)
-        if root is None:
+        meta = read_meta(location)
+        if meta is None:
             raise StoreError(f"{location}/{ROOT_DOC} vanished while listing")
-        meta = fmt.StoreMeta.from_attrs(root["attributes"], where=f"{location}/{ROOT_DOC}")
-        growth = read_growth(location)
+        growth = None if meta.complete else read_growth(location)
         tokens = meta.n_rows if meta.complete else written_prefix_rows(location, meta)
     except (StoreError, OSError, ValueError) as exc:
         return StoreEntry(url, name, "unreadable", size_bytes=size, problem=str(exc).splitlines()[0])
