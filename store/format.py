@@ -109,8 +109,14 @@ class DatasetInfo:
     @property
     def label(self) -> str:
         """How the data set is named to people: what the user gave, with a hub data set's config."""
-        label = self.spec or (", ".join(self.data_files) if self.data_files else self.name)
-        return label + (f" ({self.config})" if self.config and not self.data_files else "")
+        return dataset_label(self.spec, self.data_files, self.name, self.config)
+
+
+def dataset_label(spec: str | None, data_files: list[str] | None, name: str, config: str | None) -> str:
+    """A data set as people name it: the spec the user gave, else its files, else the loader's name with a hub data
+    set's config (records from before the spec was kept have only the last two)."""
+    label = spec or (", ".join(data_files) if data_files else name)
+    return label + (f" ({config})" if config and not data_files else "")
 
 
 @dataclass(frozen=True)

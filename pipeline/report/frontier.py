@@ -104,8 +104,9 @@ def architecture_label(sae: dict[str, Any]) -> str:
 def describe(sae: dict[str, Any], group_bounds: list | None = None) -> str:
     """An SAE in a few words, for lists and pages: architecture, sparsity setting, and for the Matryoshka variants
     the latent counts where their nested prefixes end (the given ones, else the group ends they default to)."""
-    text = f"{architecture_label(sae)} {setting_label(sae)}"
-    if "prefixes" in SAEConfig.from_dict(sae).uses and not sae.get("prefixes") and group_bounds:
+    cfg = SAEConfig.from_dict(sae)
+    text = f"{cfg.label} {cfg.sparsity_label}"
+    if "prefixes" in cfg.uses and not sae.get("prefixes") and group_bounds:
         text += " prefixes end at " + ",".join(str(b[1]) for b in group_bounds)
     return text
 

@@ -29,6 +29,7 @@ from pipeline.report.collect import Compared, Group, by_architecture, compared, 
 from pipeline.report.matched import matched_section
 from pipeline.report.text import fmt, fmt_paper
 from pipeline.report.truth import truth_section
+from store.format import dataset_label
 from store.provenance import provenance
 
 PAPER_ARCHITECTURE, PAPER_LAYER, PAPER_D = "Gemma2ForCausalLM", 19, 2304
@@ -58,11 +59,7 @@ def _n(group: Group | None) -> str:
 def dataset_name(s: StoreRecord) -> str:
     """The data set as the user named it (a file or folder, or a hub id with its config); a version-1 record knows
     only the loader's name and the files."""
-    if s.dataset_label:
-        return s.dataset_label
-    if s.data_files:
-        return ", ".join(s.data_files)
-    return s.dataset + (f" ({s.dataset_config})" if s.dataset_config else "")
+    return s.dataset_label or dataset_label(None, s.data_files, s.dataset, s.dataset_config)
 
 
 def _store_section(evals: list[EvalRecord]) -> tuple[list[str], bool]:
