@@ -646,9 +646,7 @@ def _from_json(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         return _from_json(next(a for a in args if a is not type(None)), value, where)
-    if isinstance(tp, type) and issubclass(tp, Record):
-        return tp.from_dict(value, where)
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp):  # a nested record, or a part another module owns
         return _build(tp, value, where)
     if origin is list and isinstance(value, list):
         return [_from_json(args[0], v, where) for v in value]

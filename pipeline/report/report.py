@@ -63,9 +63,6 @@ def dataset_name(s: StoreRecord) -> str:
 
 
 def _store_section(evals: list[EvalRecord]) -> tuple[list[str], bool]:
-    stores = {(e.store.model, e.store.layer, e.store.d_model, e.store.n_rows, e.store.dataset) for e in evals}
-    if len(stores) > 1:
-        raise PipelineError("the runs come from different stores: report them separately")
     s = evals[0].store
     paper_setting = (s.d_model == PAPER_D and s.layer == PAPER_LAYER and "gemma-2-2b" in s.model.lower()
                      and s.architecture == PAPER_ARCHITECTURE)
